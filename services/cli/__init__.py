@@ -1,0 +1,49 @@
+"""``streamml``: the command line. Each subcommand lives in the module named after it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from services.core.errors import StreamMLError
+
+from . import data, models, run, stack
+
+_MODULES = (stack, run, data, models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamml",
+        description="Event-driven streaming ML. Settings come from STREAMML_* variables, "
+        "else from .streamml/stack.env written by `streamml up`.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in _MODULES:
+        module.register(commands)
+    from . import demo
+
+    demo.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("feast", "faust", "mode", "aiokafka", "urllib3", "numexpr"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        code: int = args.handler(args)
+    except StreamMLError as exc:
+        print(f"streamml: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code

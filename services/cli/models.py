@@ -1,0 +1,131 @@
+"""``train`` and ``models list|promote|rollback``: the model registry on ``ml.models``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from services.core.declarations import Domain
+from services.core.domains import load_domain
+from services.core.errors import ConfigError, RegistryError
+from services.core.modelstore import ModelStore
+from services.core.registry import (
+    ARCHIVED,
+    CANDIDATE,
+    CHAMPION,
+    ModelVersion,
+    now_ms,
+    promote,
+    publish,
+    read_registry,
+)
+from services.core.settings import StackSettings, load_settings
+
+from .run import codecs_for
+
+
+def register(commands: Any) -> None:
+    train = commands.add_parser(
+        "train", help="train a model version and register it as a candidate"
+    )
+    train.add_argument("domain")
+    train.add_argument(
+        "--bootstrap", action="store_true", help="train on synthetic data (no history needed)"
+    )
+    train.add_argument("--seed", type=int, default=7)
+    train.add_argument("--events", type=int, default=60_000, help="synthetic events to train on")
+    train.set_defaults(handler=cmd_train)
+
+    models = commands.add_parser("models", help="list, promote or roll back model versions")
+    actions = models.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="every version of the domain's model")
+    listing.add_argument("domain")
+    listing.set_defaults(handler=cmd_list)
+    prom = actions.add_parser("promote", help="make VERSION the serving champion")
+    prom.add_argument("domain")
+    prom.add_argument("version")
+    prom.set_defaults(handler=cmd_promote)
+    back = actions.add_parser("rollback", help="give traffic back to the previous champion")
+    back.add_argument("domain")
+    back.set_defaults(handler=cmd_rollback)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    domain = load_domain(settings.features_dir, args.domain)
+    if not args.bootstrap:
+        raise ConfigError("only --bootstrap training (on synthetic data) exists so far")
+    print(train_and_register(settings, domain, seed=args.seed, events=args.events))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    domain = load_domain(settings.features_dir, args.domain)
+    versions = read_registry(settings, codecs_for(settings)).versions(domain.model_name)
+    if not versions:
+        print(
+            f"{domain.model_name}: no versions registered (streamml train {domain.name} --bootstrap)"
+        )
+    for v in versions:
+        auc = v.metrics.get("auc")
+        print(
+            f"{v.model_name}\t{v.version}\t{v.stage}\t{v.dataset_id}\tauc={auc if auc is None else round(auc, 4)}\t{v.sha256[:12]}"
+        )
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    domain = load_domain(settings.features_dir, args.domain)
+    promoted = promote(settings, codecs_for(settings), domain.model_name, args.version)
+    print(f"{promoted.key} is now {CHAMPION}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    domain = load_domain(settings.features_dir, args.domain)
+    codecs = codecs_for(settings)
+    view = read_registry(settings, codecs)
+    current = view.champion(domain.model_name)
+    if current is None:
+        raise RegistryError(f"{domain.model_name} has no champion to roll back")
+    archived = [v for v in view.versions(domain.model_name) if v.stage == ARCHIVED]
+    if not archived:
+        raise RegistryError(f"{domain.model_name} has no earlier champion to return to")
+    previous = max(archived, key=lambda v: v.updated_at)
+    publish(settings, codecs, [previous.staged(CHAMPION), current.staged(ARCHIVED)])
+    print(f"{previous.key} is {CHAMPION} again; {current.key} archived")
+    return 0
+
+
+def train_and_register(settings: StackSettings, domain: Domain, *, seed: int, events: int) -> str:
+    """Trains on synthetic data, registers the version as a candidate; returns the version."""
+    from services.trainer.bootstrap import train_bootstrap
+
+    trained = train_bootstrap(domain, ModelStore(settings.models_dir), seed=seed, n_events=events)
+    created = now_ms()
+    record = ModelVersion(
+        model_name=trained.model_name,
+        version=trained.version,
+        stage=CANDIDATE,
+        kind=trained.kind,
+        artifact_uri=trained.artifact_uri,
+        sha256=trained.sha256,
+        dataset_id=trained.dataset_id,
+        feature_names=list(trained.feature_names),
+        metrics=dict(trained.metrics),
+        created_at=created,
+        updated_at=created,
+    )
+    publish(settings, codecs_for(settings), [record])
+    metrics = ", ".join(
+        f"{k}={v:.3f}" for k, v in sorted(trained.metrics.items()) if isinstance(v, float)
+    )
+    print(
+        f"registered {record.key} as {CANDIDATE}: {metrics}; card {trained.card_path}",
+        file=sys.stderr,
+    )
+    return trained.version

@@ -1,0 +1,78 @@
+"""``run featurizer`` and ``run scorer``: the long-running services."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from services.core.domains import load_domain, load_domains
+from services.core.metrics import serve_metrics
+from services.core.schemas import SchemaStore
+from services.core.serde import CodecFactory
+from services.core.settings import StackSettings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def register(commands: Any) -> None:
+    run = commands.add_parser(
+        "run", help="run a service in the foreground (SIGTERM stops it cleanly)"
+    )
+    services = run.add_subparsers(dest="service", required=True)
+    featurizer = services.add_parser("featurizer", help="events -> features (faust)")
+    featurizer.add_argument(
+        "--domain", action="append", help="only these domains (default: all declared)"
+    )
+    featurizer.set_defaults(handler=cmd_featurizer)
+    scorer = services.add_parser(
+        "scorer", help="features -> predictions (confluent-kafka, ONNX Runtime)"
+    )
+    scorer.add_argument("--domain", default="payments")
+    scorer.set_defaults(handler=cmd_scorer)
+
+
+def codecs_for(settings: StackSettings) -> CodecFactory:
+    return CodecFactory(SchemaStore.from_dir(settings.schemas_dir), settings.schema_registry_url)
+
+
+def _metrics(settings: StackSettings) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    port = serve_metrics(
+        registry, settings.metrics_port, host="0.0.0.0" if settings.metrics_port else "127.0.0.1"
+    )
+    log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    return registry
+
+
+def cmd_featurizer(args: argparse.Namespace) -> int:
+    import faust
+
+    from services.features.store import apply_declarations, open_store
+    from services.featurizer.app import build_app
+    from services.featurizer.settings import FeaturizerSettings
+
+    settings = load_settings(FeaturizerSettings)
+    declared = load_domains(settings.features_dir)
+    domains = [declared[name] for name in args.domain] if args.domain else list(declared.values())
+    apply_declarations(settings, domains)  # idempotent: each instance knows its feature views
+    app = build_app(
+        settings, domains, codecs_for(settings), open_store(settings), _metrics(settings)
+    )
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_scorer(args: argparse.Namespace) -> int:
+    from services.scorer.service import Scorer
+    from services.scorer.settings import ScorerSettings
+
+    settings = load_settings(ScorerSettings)
+    domain = load_domain(settings.features_dir, args.domain)
+    scorer = Scorer(settings, domain, codecs_for(settings), _metrics(settings))
+    scorer.install_signal_handlers()
+    scorer.run()
+    return 0

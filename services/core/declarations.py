@@ -1,0 +1,168 @@
+"""The vocabulary a domain is declared in (``features/<domain>.py``).
+
+One declaration per feature: the featurizer computes from it, the Feast feature views are
+derived from it, the model's input order comes from it. Adding a domain means a schema in
+``schemas/`` and a declaration in ``features/``; no service code.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
+from typing import Any
+
+from services.core.topics import DomainTopics
+
+
+class Aggregation(str, Enum):
+    """How a feature summarises an entity's events in its window."""
+
+    COUNT = "count"
+    SUM = "sum"
+    MEAN = "mean"
+    MAX = "max"
+    SECONDS_SINCE_LAST = "seconds_since_last"
+
+
+@dataclass(frozen=True)
+class Entity:
+    """Something features are kept for, named by one field of the event (its join key)."""
+
+    name: str
+    key_field: str
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One windowed aggregate of one entity: over events with event time in (t - window, t]."""
+
+    name: str
+    entity: str
+    aggregation: Aggregation
+    window: timedelta | None = None
+    source_field: str | None = None
+    in_vector: bool = True
+    missing: float = 0.0  # the model input when the value is null (e.g. a card's first event)
+
+    @property
+    def window_ms(self) -> int | None:
+        return None if self.window is None else int(self.window.total_seconds() * 1000)
+
+    @property
+    def nullable(self) -> bool:
+        return self.aggregation is Aggregation.SECONDS_SINCE_LAST
+
+    @property
+    def is_integer(self) -> bool:
+        return self.aggregation is Aggregation.COUNT
+
+
+@dataclass(frozen=True)
+class Check:
+    """A data check on one field of an accepted event; failing it sends the event to the DLQ."""
+
+    field: str
+    rule: str
+    predicate: Callable[[Any], bool] = field(compare=False)
+
+    def passes(self, value: Any) -> bool:
+        try:
+            return bool(self.predicate(value))
+        except (TypeError, ValueError):
+            return False
+
+
+def non_empty(name: str) -> Check:
+    return Check(name, "non-empty", lambda v: isinstance(v, str) and v.strip() != "")
+
+
+def finite_at_least(name: str, low: float) -> Check:
+    return Check(name, f"finite and >= {low}", lambda v: math.isfinite(v) and v >= low)
+
+
+def matches(name: str, pattern: str) -> Check:
+    compiled = re.compile(pattern)
+    return Check(name, f"matches {pattern}", lambda v: compiled.fullmatch(v) is not None)
+
+
+@dataclass(frozen=True)
+class Heuristic:
+    """The declared baseline: sigmoid(bias + sum(weight * input)). Scores when no model can."""
+
+    weights: Mapping[str, float]
+    bias: float
+
+    def score(self, inputs: Mapping[str, float | None]) -> float:
+        z = self.bias + sum(w * float(inputs.get(k) or 0.0) for k, w in self.weights.items())
+        return 1.0 / (1.0 + math.exp(-max(min(z, 60.0), -60.0)))
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Everything the platform needs to know about one stream of events."""
+
+    name: str
+    events_name: str
+    entities: tuple[Entity, ...]
+    key_entity: str
+    features: tuple[Feature, ...]
+    passthrough: tuple[str, ...]
+    checks: tuple[Check, ...]
+    heuristic: Heuristic
+    label_field: str
+    model_name: str
+    event_id_field: str = "event_id"
+    event_time_field: str = "event_time"
+    allowed_lateness: timedelta = timedelta(hours=1)
+    max_future: timedelta = timedelta(minutes=10)
+    max_past: timedelta = timedelta(days=7)
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.features] + list(self.passthrough)
+        if len(names) != len(set(names)):
+            raise ValueError(f"{self.name}: a feature name is declared twice: {names}")
+        known = {e.name for e in self.entities}
+        unknown = {f.entity for f in self.features} - known
+        if unknown or self.key_entity not in known:
+            raise ValueError(f"{self.name}: features name unknown entities {unknown}")
+
+    @property
+    def topics(self) -> DomainTopics:
+        return DomainTopics.for_domain(self.name, self.events_name)
+
+    @property
+    def key_field(self) -> str:
+        return self.entity(self.key_entity).key_field
+
+    def entity(self, name: str) -> Entity:
+        return next(e for e in self.entities if e.name == name)
+
+    def features_of(self, entity: str) -> tuple[Feature, ...]:
+        return tuple(f for f in self.features if f.entity == entity)
+
+    @property
+    def vector_features(self) -> tuple[Feature, ...]:
+        return tuple(f for f in self.features if f.in_vector)
+
+    @property
+    def model_inputs(self) -> tuple[str, ...]:
+        """The model's input columns, in order: the event's own fields, then its features."""
+        return self.passthrough + tuple(f.name for f in self.vector_features)
+
+    def input_row(self, vector: Mapping[str, Any], names: tuple[str, ...]) -> list[float]:
+        """A vector's model inputs in ``names`` order; nulls become the feature's ``missing``."""
+        fills = self._fills()
+        return [float(fills.get(n, 0.0) if vector[n] is None else vector[n]) for n in names]
+
+    def _fills(self) -> dict[str, float]:
+        return {f.name: f.missing for f in self.features}
+
+    @property
+    def retention(self) -> timedelta:
+        """How far back an entity's events must be kept for every window to stay exact."""
+        longest = max((f.window for f in self.features if f.window), default=timedelta(0))
+        return longest + self.allowed_lateness

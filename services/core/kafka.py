@@ -1,0 +1,106 @@
+"""Kafka clients configured one way for every service, and explicit topic creation.
+
+Every topic is created before anything produces to it, with its partition count: a broker
+that auto-creates topics picks its own count, which breaks co-partitioned tables.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from services.core.declarations import Domain
+from services.core.errors import StackError
+from services.core.settings import StackSettings
+from services.core.topics import MODEL_EVENTS, MODELS
+
+log = logging.getLogger(__name__)
+
+ADMIN_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: StackSettings, domains: Iterable[Domain]) -> list[TopicSpec]:
+    """Every topic the declared domains and the platform need."""
+    specs = [
+        TopicSpec(MODELS, 1, {"cleanup.policy": "compact"}),
+        TopicSpec(MODEL_EVENTS, 1),
+    ]
+    for domain in domains:
+        specs += [TopicSpec(t, settings.topic_partitions) for t in domain.topics.data_topics()]
+    return specs
+
+
+def admin_client(settings: StackSettings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.bootstrap})
+
+
+def create_topics(settings: StackSettings, specs: Iterable[TopicSpec]) -> list[str]:
+    """Creates the topics that do not exist yet; returns their names. Existing ones are checked."""
+    admin = admin_client(settings)
+    wanted = {s.name: s for s in specs}
+    existing = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+    for name, spec in wanted.items():
+        if name in existing and len(existing[name].partitions) != spec.partitions:
+            log.warning(
+                "topic %s has %d partitions, declared %d; keeping what exists",
+                name,
+                len(existing[name].partitions),
+                spec.partitions,
+            )
+    missing = [s for n, s in wanted.items() if n not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(s.name, s.partitions, 1, config=dict(s.config)) for s in missing],
+        operation_timeout=ADMIN_TIMEOUT_S,
+    )
+    for name, future in futures.items():
+        try:
+            future.result(ADMIN_TIMEOUT_S)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise StackError(f"could not create topic {name}: {exc}") from exc
+    return [s.name for s in missing]
+
+
+def consumer_config(settings: StackSettings, group_id: str | None, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "session.timeout.ms": settings.session_timeout,
+        "heartbeat.interval.ms": max(settings.session_timeout // 6, 100),
+        "fetch.wait.max.ms": settings.fetch_wait,
+        "enable.partition.eof": False,
+    }
+    if group_id is not None:
+        config["group.id"] = group_id
+    else:
+        config["group.id"] = "streamml-unassigned"  # librdkafka wants one even for assign()
+    config.update(extra)
+    return config
+
+
+def producer_config(settings: StackSettings, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "compression.type": "none",
+    }
+    config.update(extra)
+    return config

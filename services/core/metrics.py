@@ -1,0 +1,53 @@
+"""Prometheus metric names (the only place they are spelled) and the exposition server.
+
+Metrics live in a ``CollectorRegistry`` that each service creates and passes in, never in
+module-level globals, so tests and several services in one process do not collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+NAMESPACE = "streamml"
+
+FEATURIZER_EVENTS = "featurizer_events"  # _total
+FEATURIZER_VECTORS = "featurizer_vectors"  # _total
+FEATURIZER_DLQ = "featurizer_dlq"  # _total, by reason
+FEATURIZER_DUPLICATES = "featurizer_duplicates"  # _total
+FEATURIZER_PROCESS_SECONDS = "featurizer_process_seconds"
+FEATURIZER_ONLINE_WRITE_ROWS = "featurizer_online_write_rows"
+FEATURIZER_ONLINE_WRITE_SECONDS = "featurizer_online_write_seconds"
+FEATURIZER_LAG_SECONDS = "featurizer_event_lag_seconds"
+
+SCORER_PREDICTIONS = "scorer_predictions"  # _total, by model_version and served_by
+SCORER_BATCH_SIZE = "scorer_batch_size"
+SCORER_INFERENCE_SECONDS = "scorer_inference_seconds"
+SCORER_END_TO_END_SECONDS = "scorer_end_to_end_seconds"
+SCORER_DLQ = "scorer_dlq"  # _total, by reason
+SCORER_DUPLICATES = "scorer_duplicates"  # _total
+SCORER_MODEL_LOADS = "scorer_model_loads"  # _total, by outcome
+SCORER_FALLBACKS = "scorer_fallbacks"  # _total, by cause
+
+LATENCY_BUCKETS = (
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
+
+def serve_metrics(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> int:
+    """Serves ``/metrics`` on a daemon thread; returns the port actually bound (0 picks one)."""
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    bound: int = server.server_port
+    return bound

@@ -1,0 +1,153 @@
+"""The model registry is the compacted topic ``ml.models``: one record per model version.
+
+The key is ``<model_name>@<version>``, so compaction keeps the latest stage of every version,
+and ``stage`` says which version serves (champion) and which are candidates or archived.
+A promotion rewrites two records (new champion, old champion archived) in one transaction,
+so a read_committed reader never sees two champions or none.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+
+from services.core.errors import RegistryError, StackError
+from services.core.kafka import consumer_config, producer_config
+from services.core.serde import CodecFactory
+from services.core.settings import StackSettings
+from services.core.topics import MODELS
+
+CHAMPION = "champion"
+CANDIDATE = "candidate"
+ARCHIVED = "archived"
+READ_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model_name: str
+    version: str
+    stage: str
+    kind: str
+    artifact_uri: str
+    sha256: str
+    dataset_id: str
+    feature_names: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+    created_at: int = 0
+    updated_at: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.model_name}@{self.version}"
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ModelVersion:
+        return cls(**{k: record[k] for k in cls.__dataclass_fields__})
+
+    def staged(self, stage: str) -> ModelVersion:
+        return replace(self, stage=stage, updated_at=now_ms())
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _sort_key(version: ModelVersion) -> tuple[int, str]:
+    return (int(version.version), "") if version.version.isdigit() else (1 << 62, version.version)
+
+
+class RegistryView:
+    """The registry as of a read: the latest record of every version."""
+
+    def __init__(self, versions: Iterable[ModelVersion]) -> None:
+        self._versions = {v.key: v for v in versions}
+
+    def apply(self, version: ModelVersion) -> None:
+        self._versions[version.key] = version
+
+    def versions(self, model_name: str) -> list[ModelVersion]:
+        return sorted(
+            (v for v in self._versions.values() if v.model_name == model_name), key=_sort_key
+        )
+
+    def get(self, model_name: str, version: str) -> ModelVersion:
+        found = self._versions.get(f"{model_name}@{version}")
+        if found is None:
+            known = ", ".join(v.version for v in self.versions(model_name)) or "none"
+            raise RegistryError(f"{model_name} has no version {version!r} (known: {known})")
+        return found
+
+    def champion(self, model_name: str) -> ModelVersion | None:
+        return next((v for v in reversed(self.versions(model_name)) if v.stage == CHAMPION), None)
+
+
+def read_records(settings: StackSettings, codecs: CodecFactory) -> Iterator[ModelVersion]:
+    """Every committed record on ``ml.models``, from the beginning to the current end."""
+    consumer = Consumer(consumer_config(settings, None))
+    try:
+        partitions = consumer.list_topics(MODELS, timeout=READ_TIMEOUT_S).topics[MODELS].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(MODELS, p), timeout=READ_TIMEOUT_S)[1]
+            for p in partitions
+        }
+        consumer.assign([TopicPartition(MODELS, p, OFFSET_BEGINNING) for p in partitions])
+        remaining = {p for p, end in ends.items() if end > 0}
+        codec = codecs.for_topic(MODELS)
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        while remaining and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is None or message.error() is not None:
+                continue
+            if message.value() is not None:
+                yield ModelVersion.from_record(codec.decode(message.value()))
+            if message.offset() + 1 >= ends[message.partition()]:
+                remaining.discard(message.partition())
+    except KafkaException as exc:
+        raise StackError(f"cannot read {MODELS}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def read_registry(settings: StackSettings, codecs: CodecFactory) -> RegistryView:
+    return RegistryView(read_records(settings, codecs))
+
+
+def publish(settings: StackSettings, codecs: CodecFactory, versions: list[ModelVersion]) -> None:
+    """Writes the records in one transaction: all of them land, or none."""
+    producer = Producer(
+        producer_config(settings, **{"transactional.id": f"streamml-registry-{uuid.uuid4().hex}"})
+    )
+    codec = codecs.for_topic(MODELS)
+    try:
+        producer.init_transactions(READ_TIMEOUT_S)
+        producer.begin_transaction()
+        for version in versions:
+            producer.produce(
+                MODELS, key=version.key.encode(), value=codec.encode(version.to_record())
+            )
+        producer.commit_transaction(READ_TIMEOUT_S)
+    except KafkaException as exc:
+        raise StackError(f"cannot write to {MODELS}: {exc}") from exc
+
+
+def promote(
+    settings: StackSettings, codecs: CodecFactory, model_name: str, version: str
+) -> ModelVersion:
+    """Makes ``version`` the champion; the previous champion is archived in the same transaction."""
+    view = read_registry(settings, codecs)
+    target = view.get(model_name, version)
+    changes = [target.staged(CHAMPION)]
+    current = view.champion(model_name)
+    if current is not None and current.version != version:
+        changes.append(current.staged(ARCHIVED))
+    publish(settings, codecs, changes)
+    return changes[0]

@@ -1,0 +1,148 @@
+"""Avro on every topic.
+
+Default: Avro single-object encoding (``C3 01``, the writer schema's 8-byte CRC-64-AVRO
+fingerprint little-endian, the Avro binary body); the reader finds the writer schema by
+fingerprint in ``schemas/`` and resolves it to its own. With ``STREAMML_SCHEMA_REGISTRY_URL``
+set, the Confluent wire format through confluent-kafka's Schema Registry client instead.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Protocol
+
+from fastavro import schemaless_reader, schemaless_writer
+
+from services.core.errors import (
+    EncodingError,
+    MalformedRecordError,
+    SerializationError,
+    UnknownSchemaError,
+)
+from services.core.schemas import Schema, SchemaStore
+from services.core.topics import schema_subject
+
+Record = dict[str, Any]
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+_HEADER_LEN = len(SINGLE_OBJECT_MAGIC) + 8
+
+
+class Codec(Protocol):
+    """Encodes and decodes the values of one topic."""
+
+    def encode(self, record: Record) -> bytes: ...
+
+    def decode(self, data: bytes) -> Record: ...
+
+
+class SingleObjectCodec:
+    """Avro single-object encoding with writer-schema resolution by fingerprint."""
+
+    def __init__(self, schema: Schema, store: SchemaStore) -> None:
+        self._schema = schema
+        self._store = store
+        self._header = SINGLE_OBJECT_MAGIC + schema.fingerprint_bytes
+
+    @property
+    def schema(self) -> Schema:
+        return self._schema
+
+    def encode(self, record: Record) -> bytes:
+        out = io.BytesIO()
+        out.write(self._header)
+        try:
+            schemaless_writer(out, self._schema.parsed, record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise EncodingError(f"{self._schema.subject}: {exc}") from exc
+        return out.getvalue()
+
+    def decode(self, data: bytes) -> Record:
+        if len(data) < _HEADER_LEN or data[:2] != SINGLE_OBJECT_MAGIC:
+            raise SerializationError(
+                f"not Avro single-object encoded (starts {data[:2].hex() or 'empty'}, "
+                f"expected {SINGLE_OBJECT_MAGIC.hex()})"
+            )
+        writer_fp = int.from_bytes(data[2:_HEADER_LEN], "little", signed=True)
+        writer = (
+            self._schema
+            if writer_fp == self._schema.fingerprint
+            else self._store.by_fingerprint(writer_fp)
+        )
+        body = io.BytesIO(data)
+        body.seek(_HEADER_LEN)
+        try:
+            record: Record = schemaless_reader(body, writer.parsed, self._schema.parsed)
+        except (EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+            raise MalformedRecordError(
+                f"{self._schema.subject}: body does not decode with its writer schema: {exc}"
+            ) from exc
+        if body.tell() != len(data):
+            raise MalformedRecordError(
+                f"{self._schema.subject}: {len(data) - body.tell()} bytes left after the record"
+            )
+        return record
+
+
+class RegistryCodec:
+    """Confluent wire format (magic 0, 4-byte schema id) via confluent-kafka's registry client."""
+
+    def __init__(self, topic: str, schema: Schema, registry_url: str) -> None:
+        import json
+
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        client = SchemaRegistryClient({"url": registry_url})
+        text = json.dumps(schema.source)
+        self._schema = schema
+        self._context = SerializationContext(topic, MessageField.VALUE)
+        self._serializer = AvroSerializer(client, text, conf={"auto.register.schemas": True})
+        self._deserializer = AvroDeserializer(client, text)
+
+    def encode(self, record: Record) -> bytes:
+        try:
+            data: bytes = self._serializer(record, self._context)
+        except Exception as exc:  # confluent-kafka raises its own and fastavro's errors
+            raise EncodingError(f"{self._schema.subject}: {exc}") from exc
+        return data
+
+    def decode(self, data: bytes) -> Record:
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+        from confluent_kafka.serialization import SerializationError as ConfluentSerdeError
+
+        try:
+            record: Record = self._deserializer(data, self._context)
+        except SchemaRegistryError as exc:
+            raise UnknownSchemaError(f"{self._schema.subject}: {exc}") from exc
+        except ConfluentSerdeError as exc:
+            raise SerializationError(f"{self._schema.subject}: {exc}") from exc
+        except Exception as exc:  # fastavro's decoding errors
+            raise MalformedRecordError(f"{self._schema.subject}: {exc}") from exc
+        return record
+
+
+class CodecFactory:
+    """Builds the codec for a topic, one per topic, from the settings' choice of wire format."""
+
+    def __init__(self, store: SchemaStore, registry_url: str | None = None) -> None:
+        self._store = store
+        self._registry_url = registry_url
+        self._codecs: dict[str, Codec] = {}
+
+    @property
+    def store(self) -> SchemaStore:
+        return self._store
+
+    def for_topic(self, topic: str) -> Codec:
+        codec = self._codecs.get(topic)
+        if codec is None:
+            schema = self._store.current(schema_subject(topic))
+            codec = (
+                RegistryCodec(topic, schema, self._registry_url)
+                if self._registry_url
+                else SingleObjectCodec(schema, self._store)
+            )
+            self._codecs[topic] = codec
+        return codec

@@ -1,0 +1,105 @@
+"""Typed settings: the only place that reads the environment.
+
+Every command resolves the stack the same way: when ``STREAMML_KAFKA_BOOTSTRAP`` or
+``STREAMML_REDIS_URL`` is set, those servers are used and nothing embedded is involved;
+otherwise the connection settings come from ``<home>/stack.env``, written by ``streamml up``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core.errors import ConfigError
+from services.core.paths import default_features_dir, default_schemas_dir
+
+ENV_PREFIX = "STREAMML_"
+STACK_ENV_FILE = "stack.env"
+_EXPLICIT_SERVER_VARS = (f"{ENV_PREFIX}KAFKA_BOOTSTRAP", f"{ENV_PREFIX}REDIS_URL")
+
+# Consumer timings. The embedded broker (Tansu) makes a group join take about half the
+# session timeout and answers a fetch only when its whole max-wait has passed, so embedded
+# mode uses a short session timeout and a fetch wait of a few ms (docs/operations.md).
+EMBEDDED_SESSION_TIMEOUT_MS = 6_000
+EMBEDDED_FETCH_WAIT_MS = 2
+KAFKA_SESSION_TIMEOUT_MS = 45_000
+KAFKA_FETCH_WAIT_MS = 100
+
+
+class StackSettings(BaseSettings):
+    """Where the broker, Redis, schemas, features and models are; shared by every service."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    home: Path = Field(default=Path(".streamml"), description="State folder: stack.env, models")
+    kafka_bootstrap: str | None = Field(default=None, description="host:port[,host:port]")
+    redis_url: SecretStr | None = Field(default=None, description="redis://host:port/db")
+    schema_registry_url: str | None = Field(
+        default=None, description="Confluent Schema Registry; unset means single-object Avro"
+    )
+    embedded: bool = Field(default=False, description="Set by `streamml up` in stack.env")
+    schemas_dir: Path = Field(default_factory=default_schemas_dir)
+    features_dir: Path = Field(default_factory=default_features_dir)
+    model_store_dir: Path | None = Field(default=None, description="Default: <home>/models")
+    topic_partitions: int = Field(default=4, ge=1, description="Partitions of every data topic")
+    session_timeout_ms: int | None = Field(default=None, ge=1_000)
+    fetch_wait_ms: int | None = Field(default=None, ge=0)
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+
+    @property
+    def bootstrap(self) -> str:
+        if not self.kafka_bootstrap:
+            raise ConfigError(
+                "no Kafka to talk to: run `streamml up --detach` for the embedded stack, "
+                "or set STREAMML_KAFKA_BOOTSTRAP=host:port"
+            )
+        return self.kafka_bootstrap
+
+    @property
+    def redis(self) -> str:
+        if self.redis_url is None:
+            raise ConfigError(
+                "no Redis to talk to: run `streamml up --detach` for the embedded stack, "
+                "or set STREAMML_REDIS_URL=redis://host:port/0"
+            )
+        return self.redis_url.get_secret_value()
+
+    @property
+    def session_timeout(self) -> int:
+        if self.session_timeout_ms is not None:
+            return self.session_timeout_ms
+        return EMBEDDED_SESSION_TIMEOUT_MS if self.embedded else KAFKA_SESSION_TIMEOUT_MS
+
+    @property
+    def fetch_wait(self) -> int:
+        if self.fetch_wait_ms is not None:
+            return self.fetch_wait_ms
+        return EMBEDDED_FETCH_WAIT_MS if self.embedded else KAFKA_FETCH_WAIT_MS
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_store_dir or self.home / "models"
+
+    @property
+    def stack_env_path(self) -> Path:
+        return self.home / STACK_ENV_FILE
+
+
+S = TypeVar("S", bound=StackSettings)
+
+
+def servers_named_in_environment() -> bool:
+    """True when the user points streamml at servers of their own."""
+    return any(os.environ.get(name) for name in _EXPLICIT_SERVER_VARS)
+
+
+def load_settings(cls: type[S] = StackSettings, **overrides: object) -> S:  # type: ignore[assignment]
+    """Settings from the environment, falling back to the embedded stack's ``stack.env``."""
+    if servers_named_in_environment():
+        return cls(**overrides)  # type: ignore[arg-type]
+    home = Path(os.environ.get(f"{ENV_PREFIX}HOME", ".streamml"))
+    return cls(_env_file=home / STACK_ENV_FILE, **overrides)  # type: ignore[call-arg]

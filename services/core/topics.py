@@ -1,0 +1,73 @@
+"""Every topic name, and which schema in ``schemas/`` each one carries. The only place they are spelled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODELS = "ml.models"
+MODEL_EVENTS = "ml.models.events"
+ALERTS = "ml.alerts"
+RETRAIN = "ml.retrain"
+
+DLQ_SUFFIX = ".dlq"
+SHADOW_SUFFIX = ".shadow"
+
+# Topics that share one generic schema: the subject is the schema file's stem.
+_GENERIC_SUBJECTS = {DLQ_SUFFIX: "dlq"}
+
+
+@dataclass(frozen=True)
+class DomainTopics:
+    """The topics one domain owns. ``events`` is declared by the domain (payments: transactions)."""
+
+    domain: str
+    events: str
+
+    @classmethod
+    def for_domain(cls, domain: str, events_name: str = "events") -> DomainTopics:
+        return cls(domain=domain, events=f"{domain}.{events_name}")
+
+    @property
+    def events_dlq(self) -> str:
+        return self.events + DLQ_SUFFIX
+
+    @property
+    def outcomes(self) -> str:
+        return f"{self.domain}.outcomes"
+
+    @property
+    def features(self) -> str:
+        return f"{self.domain}.features"
+
+    @property
+    def features_dlq(self) -> str:
+        return self.features + DLQ_SUFFIX
+
+    @property
+    def predictions(self) -> str:
+        return f"{self.domain}.predictions"
+
+    @property
+    def shadow_predictions(self) -> str:
+        return self.predictions + SHADOW_SUFFIX
+
+    def data_topics(self) -> tuple[str, ...]:
+        return (
+            self.events,
+            self.events_dlq,
+            self.outcomes,
+            self.features,
+            self.features_dlq,
+            self.predictions,
+            self.shadow_predictions,
+        )
+
+
+def schema_subject(topic: str) -> str:
+    """Name of the ``schemas/<subject>.avsc`` file that describes ``topic``'s values."""
+    for suffix, subject in _GENERIC_SUBJECTS.items():
+        if topic.endswith(suffix):
+            return subject
+    if topic.endswith(SHADOW_SUFFIX):
+        return topic[: -len(SHADOW_SUFFIX)]
+    return topic

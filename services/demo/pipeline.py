@@ -1,0 +1,55 @@
+"""Runs services as child processes against one stack, and stops them cleanly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from services.core.settings import ENV_PREFIX, StackSettings
+from services.stack.processes import stop_pid
+
+
+def service_env(settings: StackSettings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a child service needs to find this stack."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(
+        {
+            f"{ENV_PREFIX}KAFKA_BOOTSTRAP": settings.bootstrap,
+            f"{ENV_PREFIX}REDIS_URL": settings.redis,
+            f"{ENV_PREFIX}EMBEDDED": "true" if settings.embedded else "false",
+            f"{ENV_PREFIX}HOME": str(settings.home.resolve()),
+            f"{ENV_PREFIX}SCHEMAS_DIR": str(settings.schemas_dir.resolve()),
+            f"{ENV_PREFIX}FEATURES_DIR": str(settings.features_dir.resolve()),
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+class ServiceProcess:
+    """``streamml run <service>`` in a child process, its output in a log file."""
+
+    def __init__(self, service: str, env: Mapping[str, str], log_path: Path, *args: str) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.name = service
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "run", service, *args],
+                env=dict(env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def stop(self) -> int | None:
+        """SIGTERM (graceful), SIGKILL if it does not stop in time; returns the exit code."""
+        stop_pid(self.process.pid, timeout_s=20.0)
+        return self.process.wait()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()

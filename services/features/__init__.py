@@ -1,0 +1,1 @@
+"""The Feast side of the declarations in ``features/``: objects, store config, online writes."""

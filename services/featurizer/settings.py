@@ -1,0 +1,17 @@
+"""Featurizer settings (``STREAMML_FEATURIZER_*``) on top of the stack's."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from services.core.settings import StackSettings
+
+
+class FeaturizerSettings(StackSettings):
+    featurizer_online_batch_rows: int = Field(
+        default=500, ge=1, description="Flush the online store when this many rows wait"
+    )
+    featurizer_online_flush_ms: int = Field(
+        default=50, ge=1, description="...or when the oldest waiting row is this old"
+    )
+    featurizer_commit_interval_ms: int = Field(default=500, ge=10)

@@ -1,0 +1,39 @@
+"""Publishing synthetic events at a steady rate (open loop: the schedule does not wait for us)."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Producer
+
+from services.core.declarations import Domain
+from services.core.kafka import producer_config
+from services.core.serde import Codec
+from services.core.settings import StackSettings
+from services.producer.synthetic import PaymentsGenerator
+
+
+def publish_synthetic(
+    settings: StackSettings, domain: Domain, codec: Codec, *, count: int, rate: float, seed: int
+) -> list[str]:
+    """Publishes ``count`` transactions; with ``rate`` > 0 each is stamped with its send time."""
+    producer = Producer(producer_config(settings, **{"linger.ms": 1}))
+    generator = PaymentsGenerator(seed=seed, rate_per_s=rate if rate > 0 else 10_000.0)
+    started = time.monotonic()
+    event_ids: list[str] = []
+    for i, item in enumerate(generator.events(count)):
+        record = item.record
+        if rate > 0:
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            record = dict(record, event_time=int(time.time() * 1000))
+        producer.produce(
+            domain.topics.events,
+            key=str(record[domain.key_field]).encode(),
+            value=codec.encode(record),
+        )
+        producer.poll(0)
+        event_ids.append(str(record[domain.event_id_field]))
+    producer.flush(30)
+    return event_ids

@@ -1,0 +1,1 @@
+"""Scorer: feature vectors in, exactly one prediction per event out."""

