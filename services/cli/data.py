@@ -12,7 +12,8 @@ from confluent_kafka import Consumer
 
 from services.core.domains import load_domain
 from services.core.kafka import consumer_config
-from services.core.settings import load_settings
+from services.core.settings import StackSettings, load_settings
+from services.producer.publish import DEFAULT_CARDS, publish_synthetic
 
 from .run import codecs_for
 
@@ -27,6 +28,9 @@ def register(commands: Any) -> None:
         "--rate", type=float, default=1000.0, help="events per second (0: as fast as possible)"
     )
     produce.add_argument("--seed", type=int, default=1)
+    produce.add_argument(
+        "--cards", type=int, default=DEFAULT_CARDS, help="size of the card population"
+    )
     produce.set_defaults(handler=cmd_produce)
     consume = commands.add_parser("consume", help="print a topic's records as JSON lines")
     consume.add_argument("topic")
@@ -38,13 +42,13 @@ def register(commands: Any) -> None:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from services.producer.publish import publish_synthetic
-
-    settings = load_settings()
+    settings = load_settings(StackSettings)
     domain = load_domain(settings.features_dir, args.domain)
     codec = codecs_for(settings).for_topic(domain.topics.events)
     started = time.monotonic()
-    publish_synthetic(settings, domain, codec, count=args.count, rate=args.rate, seed=args.seed)
+    publish_synthetic(
+        settings, domain, codec, count=args.count, rate=args.rate, seed=args.seed, cards=args.cards
+    )
     elapsed = time.monotonic() - started
     print(
         f"published {args.count} events to {domain.topics.events} in {elapsed:.1f} s",
@@ -54,7 +58,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = load_settings(StackSettings)
     codec = codecs_for(settings).for_topic(args.topic)
     consumer = Consumer(consumer_config(settings, f"streamml-consume-{time.time_ns()}"))
     consumer.subscribe([args.topic])
@@ -62,12 +66,13 @@ def cmd_consume(args: argparse.Namespace) -> int:
     try:
         while args.count is None or seen < args.count:
             message = consumer.poll(0.2)
-            if message is None or message.error() is not None:
+            value = None if message is None else message.value()
+            if message is None or message.error() is not None or value is None:
                 if time.monotonic() - idle_since > args.timeout:
                     break
                 continue
             idle_since = time.monotonic()
-            print(json.dumps(codec.decode(message.value()), default=_bytes_as_hex))
+            print(json.dumps(codec.decode(value), default=_bytes_as_hex))
             seen += 1
     finally:
         consumer.close()

@@ -52,7 +52,7 @@ def register(commands: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = load_settings(StackSettings)
     domain = load_domain(settings.features_dir, args.domain)
     if not args.bootstrap:
         raise ConfigError("only --bootstrap training (on synthetic data) exists so far")
@@ -61,23 +61,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = load_settings(StackSettings)
     domain = load_domain(settings.features_dir, args.domain)
     versions = read_registry(settings, codecs_for(settings)).versions(domain.model_name)
     if not versions:
-        print(
-            f"{domain.model_name}: no versions registered (streamml train {domain.name} --bootstrap)"
-        )
+        hint = f"streamml train {domain.name} --bootstrap"
+        print(f"{domain.model_name}: no versions registered ({hint})")
     for v in versions:
         auc = v.metrics.get("auc")
+        shown = "-" if auc is None else f"{auc:.4f}"
         print(
-            f"{v.model_name}\t{v.version}\t{v.stage}\t{v.dataset_id}\tauc={auc if auc is None else round(auc, 4)}\t{v.sha256[:12]}"
+            f"{v.model_name}\t{v.version}\t{v.stage}\t{v.dataset_id}\tauc={shown}\t{v.sha256[:12]}"
         )
     return 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = load_settings(StackSettings)
     domain = load_domain(settings.features_dir, args.domain)
     promoted = promote(settings, codecs_for(settings), domain.model_name, args.version)
     print(f"{promoted.key} is now {CHAMPION}")
@@ -85,7 +85,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = load_settings(StackSettings)
     domain = load_domain(settings.features_dir, args.domain)
     codecs = codecs_for(settings)
     view = read_registry(settings, codecs)

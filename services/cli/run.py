@@ -40,10 +40,8 @@ def codecs_for(settings: StackSettings) -> CodecFactory:
 
 def _metrics(settings: StackSettings) -> CollectorRegistry:
     registry = CollectorRegistry()
-    port = serve_metrics(
-        registry, settings.metrics_port, host="0.0.0.0" if settings.metrics_port else "127.0.0.1"
-    )
-    log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    port = serve_metrics(registry, settings.metrics_port, host=settings.metrics_host)
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
     return registry
 
 

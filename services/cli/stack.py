@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -75,10 +76,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print("stack up; Ctrl-C stops it", file=sys.stderr)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         stopped.wait()
-    except KeyboardInterrupt:
-        pass
     embedded.stop(settings.home)
     return 0
 
@@ -90,7 +89,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = load_settings(StackSettings)
     domains = load_domains(settings.features_dir).values()
     created = create_topics(settings, topic_specs(settings, domains))
     print("created: " + (", ".join(created) or "nothing (every topic exists)"))
@@ -98,14 +97,14 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
 
 
 def cmd_features_apply(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = load_settings(StackSettings)
     names = apply_declarations(settings, list(load_domains(settings.features_dir).values()))
     print("applied: " + ", ".join(names))
     return 0
 
 
 def cmd_features_get(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = load_settings(StackSettings)
     domain = load_domain(settings.features_dir, args.domain)
     field, _, value = args.entity.partition("=")
     entity = next((e for e in domain.entities if e.key_field == field), None)

@@ -12,13 +12,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from services.core.topics import DomainTopics
 
 
-class Aggregation(str, Enum):
+class Aggregation(StrEnum):
     """How a feature summarises an entity's events in its window."""
 
     COUNT = "count"
@@ -65,7 +65,7 @@ class Feature:
 class Check:
     """A data check on one field of an accepted event; failing it sends the event to the DLQ."""
 
-    field: str
+    field_name: str
     rule: str
     predicate: Callable[[Any], bool] = field(compare=False)
 

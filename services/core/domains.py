@@ -1,4 +1,4 @@
-"""Finds the domains declared in ``features/domains/``: every module there that defines ``DOMAIN``."""
+"""Finds the domains declared in ``features/domains/``: each module there defining ``DOMAIN``."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 
 
-def serve_metrics(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> int:
+def serve_metrics(registry: CollectorRegistry, port: int, host: str) -> int:
     """Serves ``/metrics`` on a daemon thread; returns the port actually bound (0 picks one)."""
     server, _thread = start_http_server(port, addr=host, registry=registry)
     bound: int = server.server_port

@@ -107,10 +107,11 @@ def read_records(settings: StackSettings, codecs: CodecFactory) -> Iterator[Mode
             message = consumer.poll(0.2)
             if message is None or message.error() is not None:
                 continue
-            if message.value() is not None:
-                yield ModelVersion.from_record(codec.decode(message.value()))
-            if message.offset() + 1 >= ends[message.partition()]:
-                remaining.discard(message.partition())
+            value, offset, partition = message.value(), message.offset(), message.partition()
+            if value is not None:
+                yield ModelVersion.from_record(codec.decode(value))
+            if offset is not None and partition is not None and offset + 1 >= ends[partition]:
+                remaining.discard(partition)
     except KafkaException as exc:
         raise StackError(f"cannot read {MODELS}: {exc}") from exc
     finally:

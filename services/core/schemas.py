@@ -1,4 +1,4 @@
-"""The schemas in ``schemas/``: current writer schemas by subject, every known schema by fingerprint.
+"""The schemas in ``schemas/``: current writer schemas by subject, all known ones by fingerprint.
 
 A subject's current schema is ``schemas/<subject>.avsc``; the versions it replaced stay in
 ``schemas/history/<subject>/<n>.avsc`` so readers still resolve records written with them.

@@ -9,7 +9,7 @@ set, the Confluent wire format through confluent-kafka's Schema Registry client 
 from __future__ import annotations
 
 import io
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 
@@ -72,7 +72,7 @@ class SingleObjectCodec:
         body = io.BytesIO(data)
         body.seek(_HEADER_LEN)
         try:
-            record: Record = schemaless_reader(body, writer.parsed, self._schema.parsed)
+            record = cast(Record, schemaless_reader(body, writer.parsed, self._schema.parsed))
         except (EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
             raise MalformedRecordError(
                 f"{self._schema.subject}: body does not decode with its writer schema: {exc}"

@@ -49,6 +49,7 @@ class StackSettings(BaseSettings):
     session_timeout_ms: int | None = Field(default=None, ge=1_000)
     fetch_wait_ms: int | None = Field(default=None, ge=0)
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+    metrics_host: str = Field(default="127.0.0.1", description="0.0.0.0 to be scraped from outside")
 
     @property
     def bootstrap(self) -> str:
@@ -97,9 +98,9 @@ def servers_named_in_environment() -> bool:
     return any(os.environ.get(name) for name in _EXPLICIT_SERVER_VARS)
 
 
-def load_settings(cls: type[S] = StackSettings, **overrides: object) -> S:  # type: ignore[assignment]
+def load_settings(cls: type[S]) -> S:
     """Settings from the environment, falling back to the embedded stack's ``stack.env``."""
     if servers_named_in_environment():
-        return cls(**overrides)  # type: ignore[arg-type]
+        return cls()
     home = Path(os.environ.get(f"{ENV_PREFIX}HOME", ".streamml"))
-    return cls(_env_file=home / STACK_ENV_FILE, **overrides)  # type: ignore[call-arg]
+    return cls(_env_file=home / STACK_ENV_FILE)

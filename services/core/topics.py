@@ -1,4 +1,4 @@
-"""Every topic name, and which schema in ``schemas/`` each one carries. The only place they are spelled."""
+"""Every topic name and the schema each carries: the one place they are spelled."""
 
 from __future__ import annotations
 

@@ -1,7 +1,12 @@
-"""Collects records from a topic by event id, with the time each one arrived."""
+"""Collects records from a topic by event id, with the time each one arrived.
+
+A background thread reads all the time, so arrival times are true receipt times even while
+the caller is busy publishing.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -20,28 +25,39 @@ class Collector:
         self._codec = codec
         self._consumer = Consumer(consumer_config(settings, f"streamml-collect-{time.time_ns()}"))
         self._consumer.subscribe([topic])
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
         self.records: dict[str, list[Record]] = defaultdict(list)
         self.received_ms: dict[str, float] = {}
+        self._thread = threading.Thread(target=self._read, name=f"collect-{topic}", daemon=True)
+        self._thread.start()
 
-    def poll(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            for message in self._consumer.consume(1000, 0.05):
-                if message.error() is not None:
-                    continue
-                record = self._codec.decode(message.value())
-                event_id = record["event_id"]
-                self.records[event_id].append(record)
-                self.received_ms.setdefault(event_id, time.time() * 1000)
+    def _read(self) -> None:
+        while not self._stopped.is_set():
+            messages = self._consumer.consume(1000, 0.01)
+            received = time.time() * 1000
+            values = [m.value() for m in messages if m.error() is None]
+            decoded = [self._codec.decode(v) for v in values if v is not None]
+            with self._lock:
+                for record in decoded:
+                    self.records[record["event_id"]].append(record)
+                    self.received_ms.setdefault(record["event_id"], received)
+
+    def missing(self, event_ids: Iterable[str]) -> set[str]:
+        with self._lock:
+            return {e for e in event_ids if e not in self.records}
 
     def wait_for(self, event_ids: Iterable[str], timeout_s: float) -> set[str]:
-        """Polls until every id has a record or the time is up; returns the ids still missing."""
-        missing = set(event_ids) - set(self.records)
+        """Waits until every id has a record or the time is up; returns the ids still missing."""
+        missing = set(event_ids)
         deadline = time.monotonic() + timeout_s
-        while missing and time.monotonic() < deadline:
-            self.poll(0.2)
-            missing -= set(self.records)
-        return missing
+        while True:
+            missing = self.missing(missing)
+            if not missing or time.monotonic() >= deadline:
+                return missing
+            time.sleep(0.05)
 
     def close(self) -> None:
+        self._stopped.set()
+        self._thread.join(10)
         self._consumer.close()

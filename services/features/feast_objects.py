@@ -1,4 +1,4 @@
-"""Feast entities and feature views, derived from the domain declarations (never written by hand)."""
+"""Feast entities and feature views, derived from the domain declarations, never written by hand."""
 
 from __future__ import annotations
 

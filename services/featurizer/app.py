@@ -45,7 +45,7 @@ class TableWindows:
         self._table[key.encode()] = window.to_json()
 
 
-class FeaturizerApp(faust.App):  # type: ignore[misc]
+class FeaturizerApp(faust.App):
     """faust.App that flushes the online store before it stops."""
 
     online_flush: Any = None
@@ -98,7 +98,7 @@ def build_app(
     app.online_flush = flush
     max_age_s = settings.featurizer_online_flush_ms / 1000
 
-    @app.timer(interval=max_age_s)  # type: ignore[misc]
+    @app.timer(interval=max_age_s)  # type: ignore[untyped-decorator]
     async def flush_when_due() -> None:
         if buffer.due(settings.featurizer_online_batch_rows, max_age_s):
             await flush()
@@ -117,15 +117,20 @@ def _add_domain(
     buffer: OnlineBuffer,
 ) -> None:
     topics = domain.topics
-    raw = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
-    source = app.topic(topics.events, partitions=settings.topic_partitions, **raw)
-    vectors_out = app.topic(topics.features, **raw)
-    dlq_out = app.topic(topics.events_dlq, **raw)
+
+    def raw_topic(name: str) -> Any:  # bytes in and out: decoding is ours, so bad input is data
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+        )
+
+    source, vectors_out, dlq_out = (
+        raw_topic(t) for t in (topics.events, topics.features, topics.events_dlq)
+    )
     # Keys are UTF-8 entity keys (raw codec); values the window state as JSON (faust's defaults).
     table = app.Table(
         f"{domain.name}-{domain.key_entity}-windows",

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
 from services.core.deadletter import SourcePosition, dead_letter
@@ -91,8 +92,9 @@ class EventProcessor:
 
     def _check(self, event: Record) -> str | None:
         for check in self.domain.checks:
-            if not check.passes(event.get(check.field)):
-                return f"{check.field}={event.get(check.field)!r} fails: {check.rule}"
+            value = event.get(check.field_name)
+            if not check.passes(value):
+                return f"{check.field_name}={value!r} fails: {check.rule}"
         t = event[self.domain.event_time_field]
         now = self._clock_ms()
         if t > now + self._future_ms:
@@ -139,5 +141,5 @@ class EventProcessor:
         return vector
 
 
-def _ms(delta: Any) -> int:
-    return int(math.floor(delta.total_seconds() * 1000))
+def _ms(delta: timedelta) -> int:
+    return math.floor(delta.total_seconds() * 1000)

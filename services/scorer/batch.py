@@ -13,6 +13,7 @@ from services.core.declarations import Domain
 from services.core.errors import SerializationError
 from services.core.serde import Codec, Record
 from services.scorer.dedup import RecentIds
+from services.scorer.runtimes import Matrix
 from services.scorer.serving import FALLBACK, Serving
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,6 @@ class BatchScorer:
             result.fallback_causes["no_model"] = len(vectors)
         return fallback.runtime.predict(self._matrix(fallback, vectors)).tolist(), fallback
 
-    def _matrix(self, serving: Serving, vectors: list[Record]) -> np.ndarray:  # type: ignore[type-arg]
+    def _matrix(self, serving: Serving, vectors: list[Record]) -> Matrix:
         names = serving.runtime.feature_names
         return np.array([self._domain.input_row(v, names) for v in vectors], dtype=np.float32)

@@ -45,10 +45,11 @@ class RegistryFollower:
         """Reads what arrived; returns a loaded new champion when one was promoted."""
         changed = False
         for message in self._consumer.consume(num_messages=100, timeout=0):
-            if message.error() is not None or message.value() is None:
+            value = message.value()
+            if message.error() is not None or value is None:
                 continue
             try:
-                self._view.apply(ModelVersion.from_record(self._codec.decode(message.value())))
+                self._view.apply(ModelVersion.from_record(self._codec.decode(value)))
                 changed = True
             except Exception:
                 log.exception("unreadable record at %s offset %s", MODELS, message.offset())

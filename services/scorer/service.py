@@ -133,8 +133,10 @@ class Scorer:
                 producer.produce(
                     self._topics.predictions, key=key, value=predictions.encode(record)
                 )
-            for key, letter, _reason in result.dead_letters:
-                producer.produce(self._topics.features_dlq, key=key, value=letters.encode(letter))
+            for original_key, letter, _reason in result.dead_letters:
+                producer.produce(
+                    self._topics.features_dlq, key=original_key, value=letters.encode(letter)
+                )
             producer.send_offsets_to_transaction(
                 _next_offsets(batch),
                 self._consumer.consumer_group_metadata(),

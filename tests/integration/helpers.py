@@ -1,0 +1,67 @@
+"""Plain Kafka clients for tests: publish raw bytes, read a topic back (read_committed)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from services.core.settings import StackSettings
+
+
+def publish(
+    settings: StackSettings, topic: str, items: Iterable[tuple[bytes | None, bytes | None]]
+) -> int:
+    producer = Producer({"bootstrap.servers": settings.bootstrap, "linger.ms": 2})
+    count = 0
+    for key, value in items:
+        producer.produce(topic, key=key, value=value)
+        count += 1
+    assert producer.flush(30) == 0, "not every record was delivered"
+    return count
+
+
+class TopicReader:
+    """Reads a topic from the beginning, as an outside read_committed consumer would."""
+
+    def __init__(self, settings: StackSettings, topic: str) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap,
+                "group.id": f"test-reader-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "session.timeout.ms": 6000,
+                "fetch.wait.max.ms": 2,
+            }
+        )
+        self._consumer.subscribe([topic])
+        self.values: list[bytes] = []
+
+    def read_until(self, done: Callable[[list[bytes]], bool], timeout_s: float) -> list[bytes]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not done(self.values):
+            for message in self._consumer.consume(500, 0.1):
+                if message.error() is None:
+                    self.values.append(message.value())
+        return self.values
+
+    def settle(self, seconds: float) -> list[bytes]:
+        """Keeps reading for a while: anything duplicated or late shows up here."""
+        return self.read_until(lambda _: False, seconds)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def by_event_id(
+    records: Iterable[dict[str, Any]], wanted: set[str]
+) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        if record["event_id"] in wanted:
+            found.setdefault(record["event_id"], []).append(record)
+    return found

@@ -1,0 +1,196 @@
+"""One event's whole path on real parts: outside producer, featurizer, scorer, outside consumer."""
+
+from __future__ import annotations
+
+import math
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from services.cli.models import train_and_register
+from services.core.domains import load_domain
+from services.core.registry import promote, read_registry
+from services.core.schemas import SchemaStore
+from services.core.serde import CodecFactory
+from services.core.settings import StackSettings
+from services.demo.pipeline import ServiceProcess, service_env
+from services.stack.processes import free_port
+from tests.integration.helpers import TopicReader, by_event_id, publish
+from tests.outside import OutsideCodec
+
+pytestmark = pytest.mark.integration
+
+TRANSACTIONS = OutsideCodec("payments.transactions.avsc")
+PREDICTIONS = OutsideCodec("payments.predictions.avsc")
+DEAD_LETTERS = OutsideCodec("dlq.avsc")
+FEATURES = OutsideCodec("payments.features.avsc")
+
+
+class Services:
+    def __init__(
+        self, featurizer: ServiceProcess, scorer: ServiceProcess, scorer_metrics_port: int
+    ) -> None:
+        self.featurizer = featurizer
+        self.scorer = scorer
+        self.scorer_metrics_port = scorer_metrics_port
+
+
+@pytest.fixture(scope="module")
+def services(stack: StackSettings, logs_dir: Path) -> Iterator[Services]:
+    metrics_port = free_port()
+    featurizer = ServiceProcess("featurizer", service_env(stack), logs_dir / "featurizer.log")
+    scorer = ServiceProcess(
+        "scorer",
+        service_env(stack, {"STREAMML_METRICS_PORT": str(metrics_port)}),
+        logs_dir / "scorer.log",
+    )
+    started = Services(featurizer, scorer, metrics_port)
+    yield started
+    for service in (featurizer, scorer):
+        if service.process.poll() is None:
+            service.stop()
+
+
+def transaction(
+    card: int, *, amount: float = 12.5, at_ms: int | None = None, event_id: str | None = None
+) -> dict[str, object]:
+    return {
+        "event_id": event_id or uuid.uuid4().hex,
+        "card_id": f"itest-card-{card}",
+        "merchant_id": f"itest-m-{card % 7}",
+        "amount": amount,
+        "currency": "EUR",
+        "event_time": at_ms if at_ms is not None else int(time.time() * 1000),
+    }
+
+
+def all_predicted(values: list[bytes], wanted: set[str]) -> bool:
+    return len(by_event_id(map(PREDICTIONS.decode, values), wanted)) == len(wanted)
+
+
+def test_every_event_gets_exactly_one_prediction_and_bad_input_goes_to_the_dlq(
+    stack: StackSettings, services: Services
+) -> None:
+    now = int(time.time() * 1000)
+    good = [transaction(i % 25, amount=5.0 + i, at_ms=now + i) for i in range(300)]
+    retry = dict(good[10])  # a producer retry: same event, sent again
+    late = transaction(3, at_ms=now - 2 * 3_600_000)  # 2 h before card 3's latest event
+    not_finite = transaction(4, amount=math.nan)
+    bad_currency = dict(transaction(5), currency="euro")
+    garbage = b"definitely not avro"
+    unknown_writer = b"\xc3\x01" + bytes(8) + b"\x02"
+    truncated = TRANSACTIONS.encode(transaction(7))[:-9]
+    items: list[tuple[bytes | None, bytes | None]] = [
+        (str(r["card_id"]).encode(), TRANSACTIONS.encode(r)) for r in good
+    ]
+    items += [
+        (b"itest-card-10", TRANSACTIONS.encode(retry)),
+        (b"itest-card-3", TRANSACTIONS.encode(late)),
+        (b"itest-card-4", TRANSACTIONS.encode(not_finite)),
+        (b"itest-card-5", TRANSACTIONS.encode(bad_currency)),
+        (b"itest-card-6", garbage),
+        (b"itest-card-6", unknown_writer),
+        (b"itest-card-7", truncated),
+    ]
+    sent = publish(stack, "payments.transactions", items)
+    wanted = {str(r["event_id"]) for r in good}
+
+    predictions = TopicReader(stack, "payments.predictions")
+    predictions.read_until(
+        lambda values: len(by_event_id(map(PREDICTIONS.decode, values), wanted)) == len(wanted), 120
+    )
+    predictions.settle(2.0)
+    found = by_event_id(map(PREDICTIONS.decode, predictions.values), wanted)
+    predictions.close()
+    assert set(found) == wanted, f"{len(wanted - set(found))} events have no prediction"
+    assert all(len(p) == 1 for p in found.values()), "an event was predicted more than once"
+    one = found[str(good[0]["event_id"])][0]
+    assert one["card_id"] == good[0]["card_id"]
+    # An outside Avro reader sees timestamp-millis as an aware datetime.
+    assert one["event_time"] == datetime.fromtimestamp(int(good[0]["event_time"]) / 1000, tz=UTC)
+    assert 0.0 <= one["score"] <= 1.0 and one["model_name"] == "payments-fraud"
+    assert one["served_by"] == "fallback" and one["model_version"] == "heuristic"
+
+    bad_ids = {str(late["event_id"]), str(not_finite["event_id"]), str(bad_currency["event_id"])}
+    dlq = TopicReader(stack, "payments.transactions.dlq")
+    dlq.read_until(lambda values: len(values) >= 6, 60)
+    letters = [DEAD_LETTERS.decode(v) for v in dlq.settle(1.0)]
+    dlq.close()
+    reasons = {}
+    for letter in letters:
+        original = letter["original_value"]
+        named = {garbage: "garbage", unknown_writer: "unknown writer", truncated: "truncated"}
+        event_id = named.get(original) or TRANSACTIONS.decode(original)["event_id"]
+        reasons[event_id] = letter["reason"]
+        assert letter["source_topic"] == "payments.transactions" and letter["source_offset"] >= 0
+    assert reasons == {
+        str(late["event_id"]): "late",
+        str(not_finite["event_id"]): "check_failed",
+        str(bad_currency["event_id"]): "check_failed",
+        "garbage": "undecodable",
+        "unknown writer": "unknown_schema",
+        "truncated": "malformed",
+    }
+
+    features = TopicReader(stack, "payments.features")
+    features.read_until(
+        lambda values: len(by_event_id(map(FEATURES.decode, values), wanted)) == len(wanted), 60
+    )
+    vectors = by_event_id(map(FEATURES.decode, features.settle(1.0)), wanted | bad_ids)
+    features.close()
+    duplicates_dropped = 1
+    assert sent == sum(len(v) for v in vectors.values()) + len(letters) + duplicates_dropped
+    assert vectors[str(good[24]["event_id"])][0]["txn_count_5m"] == 1
+    assert vectors[str(good[49]["event_id"])][0]["txn_count_5m"] == 2  # card 24's second event
+
+
+def test_metrics_are_served_over_http(services: Services) -> None:
+    url = f"http://127.0.0.1:{services.scorer_metrics_port}/metrics"
+    body = urllib.request.urlopen(url, timeout=5).read().decode()
+    assert (
+        'streamml_scorer_predictions_total{domain="payments",model_version="heuristic",served_by="fallback"}'
+        in body
+    )
+    assert "streamml_scorer_end_to_end_seconds_bucket" in body
+
+
+def test_a_promoted_model_takes_over_without_a_restart(
+    stack: StackSettings, services: Services
+) -> None:
+    codecs = CodecFactory(SchemaStore.from_dir(stack.schemas_dir))
+    domain = load_domain(stack.features_dir, "payments")
+    version = train_and_register(stack, domain, seed=3, events=6000)
+    assert read_registry(stack, codecs).get(domain.model_name, version).stage == "candidate"
+    promote(stack, codecs, domain.model_name, version)
+    assert read_registry(stack, codecs).champion(domain.model_name).version == version  # type: ignore[union-attr]
+
+    reader = TopicReader(stack, "payments.predictions")
+    deadline = time.monotonic() + 90
+    served: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not any(p["model_version"] == version for p in served):
+        batch = [transaction(900 + i) for i in range(20)]
+        publish(
+            stack,
+            "payments.transactions",
+            [(str(r["card_id"]).encode(), TRANSACTIONS.encode(r)) for r in batch],
+        )
+        wanted = {str(r["event_id"]) for r in batch}
+        reader.read_until(lambda values, ids=wanted: all_predicted(values, ids), 30)
+        served = [
+            p[0] for p in by_event_id(map(PREDICTIONS.decode, reader.values), wanted).values()
+        ]
+    reader.close()
+    assert served and all(
+        p["model_version"] == version and p["served_by"] == "champion" for p in served[-20:]
+    )
+    assert services.scorer.process.poll() is None, "the scorer restarted or died"
+
+
+def test_services_stop_cleanly_on_sigterm(services: Services) -> None:
+    assert services.scorer.stop() == 0
+    assert services.featurizer.stop() == 0
