@@ -9,6 +9,7 @@ set, the Confluent wire format through confluent-kafka's Schema Registry client 
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
 from fastavro import schemaless_reader, schemaless_writer
@@ -26,6 +27,8 @@ Record = dict[str, Any]
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 _HEADER_LEN = len(SINGLE_OBJECT_MAGIC) + 8
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 
 
 class Codec(Protocol):
@@ -94,7 +97,8 @@ class RegistryCodec:
         from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
         from confluent_kafka.serialization import MessageField, SerializationContext
 
-        client = SchemaRegistryClient({"url": registry_url})
+        # new_client gives the in-memory registry for mock:// URLs (tests) and the real one otherwise.
+        client = SchemaRegistryClient.new_client({"url": registry_url})
         text = json.dumps(schema.source)
         self._schema = schema
         self._context = SerializationContext(topic, MessageField.VALUE)
@@ -120,7 +124,14 @@ class RegistryCodec:
             raise SerializationError(f"{self._schema.subject}: {exc}") from exc
         except Exception as exc:  # fastavro's decoding errors
             raise MalformedRecordError(f"{self._schema.subject}: {exc}") from exc
-        return record
+        return _timestamps_as_millis(record)
+
+
+def _timestamps_as_millis(record: Record) -> Record:
+    """The registry path decodes timestamp-millis to datetimes; streamml keeps epoch ms."""
+    return {
+        k: (v - _EPOCH) // _ONE_MS if isinstance(v, datetime) else v for k, v in record.items()
+    }
 
 
 class CodecFactory:
