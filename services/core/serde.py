@@ -18,6 +18,7 @@ from services.core.errors import (
     EncodingError,
     MalformedRecordError,
     SerializationError,
+    StackError,
     UnknownSchemaError,
 )
 from services.core.schemas import Schema, SchemaStore
@@ -28,6 +29,8 @@ Record = dict[str, Any]
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 _HEADER_LEN = len(SINGLE_OBJECT_MAGIC) + 8
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NOT_FOUND = 404
+_AVRO_DECODE_ERRORS = (EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError)
 _ONE_MS = timedelta(milliseconds=1)
 
 
@@ -76,7 +79,7 @@ class SingleObjectCodec:
         body.seek(_HEADER_LEN)
         try:
             record = cast(Record, schemaless_reader(body, writer.parsed, self._schema.parsed))
-        except (EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        except _AVRO_DECODE_ERRORS as exc:
             raise MalformedRecordError(
                 f"{self._schema.subject}: body does not decode with its writer schema: {exc}"
             ) from exc
@@ -97,7 +100,7 @@ class RegistryCodec:
         from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
         from confluent_kafka.serialization import MessageField, SerializationContext
 
-        # new_client gives the in-memory registry for mock:// URLs (tests) and the real one otherwise.
+        # new_client: the in-memory registry for mock:// URLs (tests), the real one otherwise.
         client = SchemaRegistryClient.new_client({"url": registry_url})
         text = json.dumps(schema.source)
         self._schema = schema
@@ -116,22 +119,25 @@ class RegistryCodec:
         from confluent_kafka.schema_registry.error import SchemaRegistryError
         from confluent_kafka.serialization import SerializationError as ConfluentSerdeError
 
+        subject = self._schema.subject
         try:
             record: Record = self._deserializer(data, self._context)
         except SchemaRegistryError as exc:
-            raise UnknownSchemaError(f"{self._schema.subject}: {exc}") from exc
+            if exc.http_status_code == _NOT_FOUND:
+                raise UnknownSchemaError(f"{subject}: {exc}") from exc
+            raise StackError(f"schema registry failed reading {subject}: {exc}") from exc
         except ConfluentSerdeError as exc:
-            raise SerializationError(f"{self._schema.subject}: {exc}") from exc
-        except Exception as exc:  # fastavro's decoding errors
-            raise MalformedRecordError(f"{self._schema.subject}: {exc}") from exc
+            raise SerializationError(f"{subject}: {exc}") from exc
+        except _AVRO_DECODE_ERRORS as exc:
+            raise MalformedRecordError(f"{subject}: {exc}") from exc
+        except Exception as exc:  # the registry client's transport: not the record's fault
+            raise StackError(f"schema registry unreachable reading {subject}: {exc}") from exc
         return _timestamps_as_millis(record)
 
 
 def _timestamps_as_millis(record: Record) -> Record:
     """The registry path decodes timestamp-millis to datetimes; streamml keeps epoch ms."""
-    return {
-        k: (v - _EPOCH) // _ONE_MS if isinstance(v, datetime) else v for k, v in record.items()
-    }
+    return {k: (v - _EPOCH) // _ONE_MS if isinstance(v, datetime) else v for k, v in record.items()}
 
 
 class CodecFactory:

@@ -1,0 +1,170 @@
+"""The featurizer's window arithmetic against a brute-force recomputation (conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from services.core.declarations import Domain
+from services.featurizer.windows import EntityAggregator, EntityWindow
+
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+T0 = 1_767_225_600_000
+CARD_FEATURES = {
+    "txn_count_5m",
+    "txn_count_1h",
+    "txn_count_24h",
+    "amount_sum_1h",
+    "amount_mean_24h",
+    "amount_max_24h",
+    "seconds_since_last_txn",
+}
+
+
+def assert_same_features(actual: dict[str, Any], expected: dict[str, Any], where: str) -> None:
+    assert set(actual) == set(expected) == CARD_FEATURES, where
+    for name, want in expected.items():
+        got = actual[name]
+        if want is None:
+            assert got is None, f"{where}: {name}={got!r}, expected null"
+        elif name.startswith("txn_count"):
+            assert type(got) is int, f"{where}: {name}={got!r} is not an int"
+            assert got == want, f"{where}: {name}={got}, expected {want}"
+        else:
+            assert got == pytest.approx(want, rel=1e-9, abs=1e-9), f"{where}: {name}={got!r}"
+
+
+class Replay:
+    """Feeds events to the aggregator as the processor would, checking every verdict."""
+
+    def __init__(self, domain: Domain, reference: Any) -> None:
+        self.aggregator = EntityAggregator(domain, "card")
+        self.lateness_ms = int(domain.allowed_lateness.total_seconds() * 1000)
+        self.reference = reference
+        self.windows: dict[str, EntityWindow] = {}
+        self.verdicts: Counter[str] = Counter()
+
+    def offer(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        window = self.windows.setdefault(event["card_id"], EntityWindow())
+        where = f"event {event['event_id']} at {event['event_time']}"
+        verdict, expected = self.reference.offer(event)
+        self.verdicts[verdict] += 1
+        duplicate = window.has(event["event_id"])
+        late = window.is_late(event["event_time"], self.lateness_ms)
+        if verdict == "duplicate":
+            assert duplicate, f"{where}: a repeated event_id was not recognised"
+            return None
+        assert not duplicate, f"{where}: taken for a duplicate"
+        assert late == (verdict == "late"), f"{where}: late={late}, expected {verdict}"
+        if late:
+            return None
+        features = self.aggregator.add(window, event["event_id"], event["event_time"], event)
+        assert_same_features(features, expected, where)
+        return features
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+def test_features_equal_a_brute_force_recomputation(
+    payments: Domain, reference: Any, make_stream: Any, seed: int
+) -> None:
+    replay = Replay(payments, reference)
+    for event in make_stream(seed):
+        replay.offer(event)
+    # The stream exercised every path: in-order, out-of-order, late and repeated events.
+    assert replay.verdicts["accepted"] > 200
+    assert replay.verdicts["late"] > 0
+    assert replay.verdicts["duplicate"] > 0
+
+
+def test_state_stays_bounded_on_a_long_stream(
+    payments: Domain, reference: Any, make_transaction: Any
+) -> None:
+    """Three days on one card: the window keeps exactly the events retention can still reach."""
+    rng = random.Random(11)
+    retention_ms = int(payments.retention.total_seconds() * 1000)
+    replay = Replay(payments, reference)
+    times = sorted(T0 + rng.randrange(72 * HOUR_MS) for _ in range(900))
+    arrival = sorted(times, key=lambda t: t + rng.uniform(0, 50 * MINUTE_MS))
+    for i, t in enumerate(arrival):
+        event = make_transaction(f"e{i}", t, amount=rng.uniform(1, 100))
+        assert replay.offer(event) is not None  # disorder within the lateness: all accepted
+        window = replay.windows["card-1"]
+        assert window.max_time is not None
+        floor = window.max_time - retention_ms
+        assert window.times == [t for t in reference.times_of("card-1") if t > floor]
+        assert len(window.event_ids) == len(window.values) == len(window.times)
+    held = len(replay.windows["card-1"].times)
+    assert held < 900 * 26 / 72 * 1.3  # about a retention's worth, not everything seen
+    assert payments.retention.total_seconds() == 25 * 3600
+
+
+def test_seconds_since_last_reaches_past_pruned_events(
+    payments: Domain, reference: Any, make_transaction: Any
+) -> None:
+    replay = Replay(payments, reference)
+    replay.offer(make_transaction("a", T0))
+    replay.offer(make_transaction("b", T0 + 26 * HOUR_MS))  # prunes "a"
+    assert replay.windows["card-1"].times == [T0 + 26 * HOUR_MS]
+    features = replay.offer(make_transaction("c", T0 + 25 * HOUR_MS + 30 * MINUTE_MS))
+    assert features is not None
+    assert features["seconds_since_last_txn"] == 25.5 * 3600
+    assert features["txn_count_24h"] == 1  # "b" is after it, "a" out of its window
+
+
+def test_window_bounds_are_open_below_and_closed_above(
+    payments: Domain, reference: Any, make_transaction: Any
+) -> None:
+    replay = Replay(payments, reference)
+    replay.offer(make_transaction("a", T0, amount=1.0))
+    exactly = replay.offer(make_transaction("b", T0 + 5 * MINUTE_MS, amount=2.0))
+    assert exactly is not None
+    assert exactly["txn_count_5m"] == 1  # T0 is not in (T0, T0 + 5m]
+    assert exactly["txn_count_1h"] == 2
+    just_inside = replay.offer(make_transaction("c", T0 + 5 * MINUTE_MS - 1, amount=4.0))
+    assert just_inside is not None
+    assert just_inside["txn_count_5m"] == 2  # a and c; b is later in event time
+    assert just_inside["amount_sum_1h"] == 5.0
+    assert just_inside["seconds_since_last_txn"] == (5 * MINUTE_MS - 1) / 1000
+
+
+def test_equal_event_times_count_earlier_arrivals_only(
+    payments: Domain, reference: Any, make_transaction: Any
+) -> None:
+    replay = Replay(payments, reference)
+    first = replay.offer(make_transaction("a", T0, amount=3.0))
+    second = replay.offer(make_transaction("b", T0, amount=5.0))
+    assert first is not None and second is not None
+    assert (first["txn_count_5m"], second["txn_count_5m"]) == (1, 2)
+    assert first["seconds_since_last_txn"] is None
+    assert second["seconds_since_last_txn"] == 0.0
+    assert (first["amount_max_24h"], second["amount_max_24h"]) == (3.0, 5.0)
+
+
+def test_lateness_bound_is_inclusive(payments: Domain) -> None:
+    lateness = int(payments.allowed_lateness.total_seconds() * 1000)
+    assert lateness == HOUR_MS
+    window = EntityWindow()
+    assert not window.is_late(0, lateness)  # nothing seen yet: nothing is late
+    EntityAggregator(payments, "card").add(window, "a", T0, {"amount": 1.0})
+    assert not window.is_late(T0 - HOUR_MS, lateness)
+    assert window.is_late(T0 - HOUR_MS - 1, lateness)
+
+
+def test_window_state_survives_json(payments: Domain, make_stream: Any) -> None:
+    """The faust table stores the window as JSON; a restored window computes the same."""
+    aggregator = EntityAggregator(payments, "card")
+    kept, restored = EntityWindow(), EntityWindow()
+    lateness = int(payments.allowed_lateness.total_seconds() * 1000)
+    for event in make_stream(9, n_cards=1):
+        if kept.has(event["event_id"]) or kept.is_late(event["event_time"], lateness):
+            continue
+        restored = EntityWindow.from_json(json.loads(json.dumps(restored.to_json())))
+        assert restored == kept
+        args = (event["event_id"], event["event_time"], event)
+        assert aggregator.add(restored, *args) == aggregator.add(kept, *args)
+    assert kept.pruned_latest is not None  # 30 hours on one card: pruning happened too
