@@ -33,23 +33,25 @@ FEATURES = OutsideCodec("payments.features.avsc")
 
 class Services:
     def __init__(
-        self, featurizer: ServiceProcess, scorer: ServiceProcess, scorer_metrics_port: int
+        self, featurizer: ServiceProcess, scorer: ServiceProcess, ports: dict[str, int]
     ) -> None:
         self.featurizer = featurizer
         self.scorer = scorer
-        self.scorer_metrics_port = scorer_metrics_port
+        self.metrics_ports = ports
 
 
 @pytest.fixture(scope="module")
 def services(stack: StackSettings, logs_dir: Path) -> Iterator[Services]:
-    metrics_port = free_port()
-    featurizer = ServiceProcess("featurizer", service_env(stack), logs_dir / "featurizer.log")
-    scorer = ServiceProcess(
-        "scorer",
-        service_env(stack, {"STREAMML_METRICS_PORT": str(metrics_port)}),
-        logs_dir / "scorer.log",
+    ports = {name: free_port() for name in ("featurizer", "scorer")}
+    featurizer, scorer = (
+        ServiceProcess(
+            name,
+            service_env(stack, {"STREAMML_METRICS_PORT": str(ports[name])}),
+            logs_dir / f"{name}.log",
+        )
+        for name in ("featurizer", "scorer")
     )
-    started = Services(featurizer, scorer, metrics_port)
+    started = Services(featurizer, scorer, ports)
     yield started
     for service in (featurizer, scorer):
         if service.process.poll() is None:
@@ -149,14 +151,33 @@ def test_every_event_gets_exactly_one_prediction_and_bad_input_goes_to_the_dlq(
     assert vectors[str(good[49]["event_id"])][0]["txn_count_5m"] == 2  # card 24's second event
 
 
+def scrape(port: int) -> str:
+    body: bytes = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    return body.decode()
+
+
 def test_metrics_are_served_over_http(services: Services) -> None:
-    url = f"http://127.0.0.1:{services.scorer_metrics_port}/metrics"
-    body = urllib.request.urlopen(url, timeout=5).read().decode()
+    scorer = scrape(services.metrics_ports["scorer"])
     assert (
-        'streamml_scorer_predictions_total{domain="payments",model_version="heuristic",served_by="fallback"}'
-        in body
+        'streamml_scorer_predictions_total{domain="payments",model_version="heuristic",'
+        'served_by="fallback"}' in scorer
     )
-    assert "streamml_scorer_end_to_end_seconds_bucket" in body
+    assert "streamml_scorer_end_to_end_seconds_bucket" in scorer
+    featurizer = scrape(services.metrics_ports["featurizer"])
+    assert 'streamml_featurizer_dlq_total{domain="payments",reason="late"} 1.0' in featurizer
+    assert 'streamml_featurizer_duplicates_total{domain="payments"} 1.0' in featurizer
+    assert "streamml_featurizer_online_write_rows_count" in featurizer
+
+
+def test_the_online_store_holds_each_cards_latest_features(stack: StackSettings) -> None:
+    from services.features.store import open_store
+
+    refs = [f"payments_card_features:{name}" for name in ("txn_count_24h", "amount_max_24h")]
+    rows = [{"card_id": f"itest-card-{card}"} for card in (0, 24)]
+    online = open_store(stack).get_online_features(features=refs, entity_rows=rows).to_dict()
+    # 300 events over 25 cards, 12 each: card 0 paid 5, 30, ..., 280 and card 24 paid 29, ..., 304.
+    assert online["txn_count_24h"] == [12, 12]
+    assert online["amount_max_24h"] == [280.0, 304.0]
 
 
 def test_a_promoted_model_takes_over_without_a_restart(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,43 @@ def test_a_missing_broker_binary_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "broker" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_server_that_dies_at_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    broken = tmp_path / "broken-broker"
+    broken.write_text("#!/bin/sh\necho 'cannot open storage' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    result = streamml(tmp_path / "state", "up", "--detach", extra={"CALF_TANSU_BIN": str(broken)})
+    assert result.returncode == 2
+    assert "the broker exited with code 3 before answering" in result.stderr
+    assert "cannot open storage" in result.stderr
+
+
+def test_up_in_the_foreground_stops_the_stack_on_sigterm(tmp_path: Path) -> None:
+    home = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
+    env["STREAMML_HOME"] = str(home)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not (home / "stack.env").exists() and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()[1]
+            time.sleep(0.2)
+        redis_url = read_env(home / "stack.env")["STREAMML_REDIS_URL"]
+        assert redis.Redis.from_url(redis_url).ping()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    assert not (home / "stack.env").exists()
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()
