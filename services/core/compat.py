@@ -22,6 +22,8 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import SchemaParseException, parse_schema
 
+from services.core.schemas import without_logical_types
+
 GIT_TIMEOUT_S = 10.0
 
 _PRIMITIVE_SAMPLES: dict[str, list[Any]] = {
@@ -82,7 +84,7 @@ def sample_datums(schema: Any) -> list[Any]:
 
 
 def _parse(schema: Any) -> Any:
-    return parse_schema(_without_logical_types(schema), _write_hint=False)
+    return parse_schema(without_logical_types(schema), _write_hint=False)
 
 
 def _resolve(writer: Any, reader: Any, direction: str) -> list[str]:
@@ -163,14 +165,6 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     message = text[0] if text else ""
     return f"{type(exc).__name__}: {message[:500]}"
-
-
-def _without_logical_types(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _without_logical_types(v) for k, v in node.items() if k != "logicalType"}
-    if isinstance(node, list):
-        return [_without_logical_types(v) for v in node]
-    return node
 
 
 def previous_committed(path: Path) -> dict[str, Any] | None:

@@ -39,7 +39,7 @@ class Schema:
     def from_json(cls, subject: str, source: dict[str, Any]) -> Schema:
         # Internally timestamps stay epoch-millisecond ints: logical types are dropped for
         # parsing only. The fingerprint is unaffected (canonical form has no logicalType).
-        parsed = parse_schema(_without_logical_types(source), _write_hint=False)
+        parsed = parse_schema(without_logical_types(source), _write_hint=False)
         return cls(subject, source, parsed, crc64_fingerprint(source))
 
     @property
@@ -98,9 +98,9 @@ def _load(subject: str, path: Path) -> Schema:
         raise ConfigError(f"{path} is not a valid Avro schema: {exc}") from exc
 
 
-def _without_logical_types(node: Any) -> Any:
+def without_logical_types(node: Any) -> Any:
     if isinstance(node, dict):
-        return {k: _without_logical_types(v) for k, v in node.items() if k != "logicalType"}
+        return {k: without_logical_types(v) for k, v in node.items() if k != "logicalType"}
     if isinstance(node, list):
-        return [_without_logical_types(v) for v in node]
+        return [without_logical_types(v) for v in node]
     return node
