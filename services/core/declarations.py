@@ -145,6 +145,13 @@ class Domain:
         return tuple(f for f in self.features if f.entity == entity)
 
     @property
+    def secondary_entities(self) -> tuple[Entity, ...]:
+        """Entities other than the key one that have features: kept in their own partitions."""
+        return tuple(
+            e for e in self.entities if e.name != self.key_entity and self.features_of(e.name)
+        )
+
+    @property
     def vector_features(self) -> tuple[Feature, ...]:
         return tuple(f for f in self.features if f.in_vector)
 

@@ -40,6 +40,10 @@ def topic_specs(settings: StackSettings, domains: Iterable[Domain]) -> list[Topi
     ]
     for domain in domains:
         specs += [TopicSpec(t, settings.topic_partitions) for t in domain.topics.data_topics()]
+        specs += [
+            TopicSpec(domain.topics.by_entity(e.name), settings.topic_partitions)
+            for e in domain.secondary_entities
+        ]
     return specs
 
 

@@ -14,6 +14,7 @@ FEATURIZER_EVENTS = "featurizer_events"  # _total
 FEATURIZER_VECTORS = "featurizer_vectors"  # _total
 FEATURIZER_DLQ = "featurizer_dlq"  # _total, by reason
 FEATURIZER_DUPLICATES = "featurizer_duplicates"  # _total
+FEATURIZER_REPLAYED = "featurizer_replayed"  # _total
 FEATURIZER_PROCESS_SECONDS = "featurizer_process_seconds"
 FEATURIZER_ONLINE_WRITE_ROWS = "featurizer_online_write_rows"
 FEATURIZER_ONLINE_WRITE_SECONDS = "featurizer_online_write_seconds"

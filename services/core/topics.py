@@ -51,6 +51,10 @@ class DomainTopics:
     def shadow_predictions(self) -> str:
         return self.predictions + SHADOW_SUFFIX
 
+    def by_entity(self, entity: str) -> str:
+        """The featurizer's own topic of accepted events re-keyed by another entity."""
+        return f"{self.domain}.featurizer.by-{entity}"
+
     def data_topics(self) -> tuple[str, ...]:
         return (
             self.events,

@@ -16,12 +16,13 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from services.core.deadletter import SourcePosition
-from services.core.declarations import Domain
+from services.core.declarations import Domain, Entity
 from services.core.serde import CodecFactory
 from services.features.feast_objects import feature_view_name
 from services.featurizer.metrics import FeaturizerMetrics
 from services.featurizer.online import OnlineBuffer, OnlineRow, write_rows
 from services.featurizer.processor import Accepted, EventProcessor, Rejected
+from services.featurizer.secondary import SecondaryUpdater
 from services.featurizer.settings import FeaturizerSettings
 from services.featurizer.transport import broker_url
 from services.featurizer.windows import EntityWindow
@@ -128,16 +129,20 @@ def _add_domain(
             partitions=settings.topic_partitions,
         )
 
+    def windows_of(entity: str) -> TableWindows:
+        # Keys are UTF-8 entity keys (raw codec); values the window state as JSON (faust's default).
+        table = app.Table(
+            f"{domain.name}-{entity}-windows", partitions=settings.topic_partitions, key_type=bytes
+        )
+        return TableWindows(table)
+
     source, vectors_out, dlq_out = (
         raw_topic(t) for t in (topics.events, topics.features, topics.events_dlq)
     )
-    # Keys are UTF-8 entity keys (raw codec); values the window state as JSON (faust's defaults).
-    table = app.Table(
-        f"{domain.name}-{domain.key_entity}-windows",
-        partitions=settings.topic_partitions,
-        key_type=bytes,
-    )
-    windows = TableWindows(table)
+    forwards = [
+        (e.key_field, raw_topic(topics.by_entity(e.name))) for e in domain.secondary_entities
+    ]
+    windows = windows_of(domain.key_entity)
     processor = EventProcessor(domain, codecs.for_topic(topics.events))
     vector_codec = codecs.for_topic(topics.features)
     dlq_codec = codecs.for_topic(topics.events_dlq)
@@ -156,10 +161,16 @@ def _add_domain(
                 await vectors_out.send(
                     key=verdict.key.encode(), value=vector_codec.encode(verdict.vector)
                 )
+                for forward_key, forward in forwards:
+                    await forward.send(
+                        key=str(verdict.vector[forward_key]).encode(), value=message.value
+                    )
                 buffer.add(
                     view, OnlineRow(key_field, verdict.key, verdict.event_time_ms, verdict.features)
                 )
                 metrics.vectors.labels(name).inc()
+                if verdict.replayed:
+                    metrics.replayed.labels(name).inc()
                 metrics.lag_seconds.labels(name).observe(
                     max(time.time() - verdict.event_time_ms / 1000, 0.0)
                 )
@@ -172,3 +183,34 @@ def _add_domain(
             metrics.process_seconds.labels(name).observe(time.perf_counter() - started)
 
     app.agent(source, name=f"featurize-{domain.name}")(featurize)
+    for entity in domain.secondary_entities:
+        _add_secondary(
+            app,
+            domain,
+            entity,
+            raw_topic(topics.by_entity(entity.name)),
+            windows_of(entity.name),
+            codecs,
+            buffer,
+        )
+
+
+def _add_secondary(
+    app: FeaturizerApp,
+    domain: Domain,
+    entity: Entity,
+    source: Any,
+    windows: TableWindows,
+    codecs: CodecFactory,
+    buffer: OnlineBuffer,
+) -> None:
+    updater = SecondaryUpdater(domain, entity, codecs.for_topic(domain.topics.events))
+    view = feature_view_name(domain, entity.name)
+
+    async def aggregate(stream: Any) -> None:
+        async for value in stream:
+            row = updater.apply(value, windows)
+            if row is not None:
+                buffer.add(view, row)
+
+    app.agent(source, name=f"featurize-{domain.name}-{entity.name}")(aggregate)

@@ -15,6 +15,7 @@ class FeaturizerMetrics:
     vectors: Counter
     dead_letters: Counter
     duplicates: Counter
+    replayed: Counter
     process_seconds: Histogram
     lag_seconds: Histogram
     write_rows: Histogram
@@ -38,6 +39,13 @@ class FeaturizerMetrics:
                 names.FEATURIZER_DLQ,
                 "Events sent to the DLQ",
                 ["domain", "reason"],
+                namespace=ns,
+                registry=registry,
+            ),
+            replayed=Counter(
+                names.FEATURIZER_REPLAYED,
+                "Events read again after a restart; their first vector was re-published",
+                ["domain"],
                 namespace=ns,
                 registry=registry,
             ),

@@ -30,10 +30,14 @@ class WindowStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
+    """An event counted in the state, with its vector. ``replayed``: counted before a crash,
+    read again from the same offset; the vector is the one it got the first time."""
+
     key: str
     event_time_ms: int
     vector: Record
     features: FeatureValues
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +92,7 @@ class EventProcessor:
         problem = self._check(event)
         if problem is not None:
             return reject("check_failed", problem)
-        return self._aggregate(event, store, reject)
+        return self._aggregate(event, f"{source.partition}:{source.offset}", store, reject)
 
     def _check(self, event: Record) -> str | None:
         for check in self.domain.checks:
@@ -106,7 +110,11 @@ class EventProcessor:
         return None
 
     def _aggregate(
-        self, event: Record, store: WindowStore, reject: Callable[[str, str], Rejected]
+        self,
+        event: Record,
+        origin: str,
+        store: WindowStore,
+        reject: Callable[[str, str], Rejected],
     ) -> Verdict:
         domain = self.domain
         key = str(event[domain.key_field])
@@ -114,14 +122,18 @@ class EventProcessor:
         t = int(event[domain.event_time_field])
         window = store.get(key) or EntityWindow()
         if window.has(event_id):
-            return Duplicate(event_id)
+            first_origin, emitted = window.first_seen(event_id)
+            if first_origin != origin:
+                return Duplicate(event_id)
+            features = self._aggregator.as_values(emitted)
+            return Accepted(key, t, self._vector(event, features), features, replayed=True)
         if window.is_late(t, self._lateness_ms):
             return reject(
                 "late",
                 f"event_time {t} is more than {domain.allowed_lateness} before the latest "
                 f"accepted event time {window.max_time} of {domain.key_field}={key}",
             )
-        features = self._aggregator.add(window, event_id, t, event)
+        features = self._aggregator.add(window, event_id, t, event, origin)
         store.put(key, window)
         return Accepted(key, t, self._vector(event, features), features)
 

@@ -19,11 +19,19 @@ FeatureValues = dict[str, float | int | None]
 
 @dataclass
 class EntityWindow:
-    """One entity's recent accepted events, sorted by event time (ties keep arrival order)."""
+    """One entity's recent accepted events, sorted by event time (ties keep arrival order).
+
+    Beside each event it keeps where the event was read (``origins``) and the features it was
+    given (``emitted``): a replay after a crash is recognised by its origin and gets exactly
+    the vector it got the first time, while a producer's retry (same id, another origin) is a
+    duplicate.
+    """
 
     times: list[int] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
     values: list[tuple[float, ...]] = field(default_factory=list)
+    origins: list[str | None] = field(default_factory=list)
+    emitted: list[list[float | int | None]] = field(default_factory=list)
     max_time: int | None = None
     pruned_latest: int | None = None
 
@@ -32,6 +40,8 @@ class EntityWindow:
             "t": self.times,
             "id": self.event_ids,
             "v": [list(v) for v in self.values],
+            "o": self.origins,
+            "f": self.emitted,
             "max": self.max_time,
             "pruned": self.pruned_latest,
         }
@@ -42,12 +52,19 @@ class EntityWindow:
             list(data["t"]),
             list(data["id"]),
             [tuple(v) for v in data["v"]],
+            list(data["o"]),
+            [list(f) for f in data["f"]],
             data["max"],
             data["pruned"],
         )
 
     def has(self, event_id: str) -> bool:
         return event_id in self.event_ids
+
+    def first_seen(self, event_id: str) -> tuple[str | None, list[float | int | None]]:
+        """Where an accepted event was read, and the feature values it was given then."""
+        i = self.event_ids.index(event_id)
+        return self.origins[i], self.emitted[i]
 
     def is_late(self, time_ms: int, lateness_ms: int) -> bool:
         return self.max_time is not None and time_ms < self.max_time - lateness_ms
@@ -65,18 +82,29 @@ class EntityAggregator:
         self._retention_ms = int(domain.retention.total_seconds() * 1000)
 
     def add(
-        self, window: EntityWindow, event_id: str, time_ms: int, event: Mapping[str, Any]
+        self,
+        window: EntityWindow,
+        event_id: str,
+        time_ms: int,
+        event: Mapping[str, Any],
+        origin: str | None = None,
     ) -> FeatureValues:
         """Adds an accepted event and returns the entity's features as of that event."""
         position = bisect_right(window.times, time_ms)
         window.times.insert(position, time_ms)
         window.event_ids.insert(position, event_id)
         window.values.insert(position, tuple(float(event[f]) for f in self.source_fields))
+        window.origins.insert(position, origin)
         result = {f.name: self._compute(f, window, position, time_ms) for f in self.features}
+        window.emitted.insert(position, [result[f.name] for f in self.features])
         if window.max_time is None or time_ms > window.max_time:
             window.max_time = time_ms
         self._prune(window)
         return result
+
+    def as_values(self, emitted: list[float | int | None]) -> FeatureValues:
+        """The stored feature list of an event back as named values."""
+        return {f.name: v for f, v in zip(self.features, emitted, strict=True)}
 
     def _compute(
         self, feature: Feature, window: EntityWindow, position: int, t: int
@@ -106,3 +134,4 @@ class EntityAggregator:
                 window.pruned_latest or window.times[cut - 1], window.times[cut - 1]
             )
             del window.times[:cut], window.event_ids[:cut], window.values[:cut]
+            del window.origins[:cut], window.emitted[:cut]

@@ -1,0 +1,175 @@
+"""The featurizer under failure and scale-out: kill -9 mid-stream, two instances in one group."""
+
+from __future__ import annotations
+
+import random
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from services.core.deadletter import SourcePosition
+from services.core.domains import load_domain
+from services.core.schemas import SchemaStore
+from services.core.serde import Codec, CodecFactory
+from services.core.settings import StackSettings
+from services.demo.pipeline import ServiceProcess, service_env
+from services.featurizer.processor import Accepted, EventProcessor
+from services.featurizer.windows import EntityWindow
+from services.stack.processes import free_port
+from tests.integration.helpers import TopicReader, publish
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 5000
+CARDS = 60
+Vector = dict[str, object]
+
+
+class Windows(dict[str, EntityWindow]):
+    def put(self, key: str, window: EntityWindow) -> None:
+        self[key] = window
+
+
+def make_events(seed: int) -> list[Vector]:
+    rng = random.Random(seed)
+    now = int(time.time() * 1000)
+    prefix = uuid.uuid4().hex[:8]
+    return [
+        {
+            "event_id": f"{prefix}-{i}",
+            "card_id": f"kill-card-{prefix}-{rng.randrange(CARDS)}",
+            "merchant_id": f"kill-m-{rng.randrange(20)}",
+            "amount": round(rng.uniform(1, 400), 2),
+            "currency": "EUR",
+            # 42 minutes of events, some up to 20 minutes out of order (accepted, none late).
+            "event_time": now
+            - 2_700_000
+            + i * 500
+            - rng.choice((0, 0, 0, rng.randrange(1_200_000))),
+        }
+        for i in range(EVENTS)
+    ]
+
+
+def uninterrupted(
+    events: list[Vector], processor: EventProcessor, codec: Codec
+) -> dict[str, Vector]:
+    """What one uninterrupted run gives: each card's events in the order it sent them."""
+    expected: dict[str, Vector] = {}
+    windows = Windows()
+    for offset, event in enumerate(events):
+        verdict = processor.process(
+            None, codec.encode(event), SourcePosition("x", 0, offset), windows
+        )
+        assert isinstance(verdict, Accepted)
+        expected[str(event["event_id"])] = verdict.vector
+    return expected
+
+
+def vectors_by_event(
+    values: list[bytes], codec: Codec, wanted: set[str]
+) -> dict[str, list[Vector]]:
+    published: dict[str, list[Vector]] = {}
+    for value in values:
+        vector = codec.decode(value)
+        if vector["event_id"] in wanted:
+            published.setdefault(str(vector["event_id"]), []).append(vector)
+    return published
+
+
+class Scenario:
+    def __init__(self, stack: StackSettings, seed: int) -> None:
+        codecs = CodecFactory(SchemaStore.from_dir(stack.schemas_dir))
+        domain = load_domain(stack.features_dir, "payments")
+        self.stack = stack
+        self.events_codec = codecs.for_topic("payments.transactions")
+        self.vectors_codec = codecs.for_topic("payments.features")
+        self.events = make_events(seed)
+        self.wanted = {str(e["event_id"]) for e in self.events}
+        self.expected = uninterrupted(
+            self.events, EventProcessor(domain, self.events_codec), self.events_codec
+        )
+
+    def publish(self) -> None:
+        items = [(str(e["card_id"]).encode(), self.events_codec.encode(e)) for e in self.events]
+        publish(self.stack, "payments.transactions", items)
+
+    def published(self, values: list[bytes]) -> dict[str, list[Vector]]:
+        return vectors_by_event(values, self.vectors_codec, self.wanted)
+
+    def complete(self, values: list[bytes]) -> bool:
+        return set(self.published(values)) == self.wanted
+
+    def assert_every_vector_as_uninterrupted(self, values: list[bytes]) -> dict[str, list[Vector]]:
+        published = self.published(values)
+        assert set(published) == self.wanted, f"{len(self.wanted - set(published))} vectors lost"
+        for event_id, vectors in published.items():
+            for vector in vectors:  # one published again after a crash must be the same vector
+                assert vector == pytest.approx(self.expected[event_id]), event_id
+        return published
+
+
+def test_a_featurizer_killed_mid_stream_resumes_without_losing_or_changing_a_vector(
+    stack: StackSettings, logs_dir: Path
+) -> None:
+    scenario = Scenario(stack, seed=11)
+    reader = TopicReader(stack, "payments.features")
+    env = service_env(stack)
+    first = ServiceProcess("featurizer", env, logs_dir / "featurizer-killed.log")
+    try:
+        reader.read_until(lambda values: False, 1.0)  # the reader joins while the featurizer starts
+        scenario.publish()
+        reader.read_until(lambda values: len(scenario.published(values)) >= EVENTS // 5, 120)
+        first.kill()  # SIGKILL: no flush, no commit
+        assert not scenario.complete(reader.values), "finished before it could be killed"
+    finally:
+        if first.process.poll() is None:
+            first.kill()
+
+    second = ServiceProcess("featurizer", env, logs_dir / "featurizer-restarted.log")
+    try:
+        reader.read_until(scenario.complete, 180)
+        reader.settle(2.0)
+    finally:
+        assert second.stop() == 0
+        reader.close()
+    published = scenario.assert_every_vector_as_uninterrupted(reader.values)
+    assert any(len(v) > 1 for v in published.values()), "nothing was replayed: killed too late"
+
+
+def test_two_featurizers_in_one_group_split_the_partitions_and_agree_with_one(
+    stack: StackSettings, logs_dir: Path
+) -> None:
+    scenario = Scenario(stack, seed=12)
+    ports = [free_port(), free_port()]
+    instances = [
+        ServiceProcess(
+            "featurizer",
+            service_env(stack, {"STREAMML_METRICS_PORT": str(port)}),
+            logs_dir / f"featurizer-{i}.log",
+        )
+        for i, port in enumerate(ports)
+    ]
+    reader = TopicReader(stack, "payments.features")
+    try:
+        reader.read_until(lambda values: False, 12.0)  # both instances join and split partitions
+        before = [events_read(port) for port in ports]
+        scenario.publish()
+        reader.read_until(scenario.complete, 180)
+        counted = [events_read(port) - b for port, b in zip(ports, before, strict=True)]
+    finally:
+        for instance in instances:
+            assert instance.stop() == 0
+        reader.close()
+    assert all(c > 0 for c in counted) and sum(counted) >= EVENTS, f"read per instance: {counted}"
+    scenario.assert_every_vector_as_uninterrupted(reader.values)
+
+
+def events_read(port: int) -> float:
+    url = f"http://127.0.0.1:{port}/metrics"
+    body: str = urllib.request.urlopen(url, timeout=5).read().decode()
+    prefix = 'streamml_featurizer_events_total{domain="payments"}'
+    return next((float(x.split()[-1]) for x in body.splitlines() if x.startswith(prefix)), 0.0)
