@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 from services.core.errors import StreamMLError
 
-from . import data, models, run, stack
+from . import bench, data, models, run, stack
 
-_MODULES = (stack, run, data, models)
+_MODULES = (stack, run, data, models, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
-"""The featurizer as a faust app: one agent per declared domain, state in changelogged tables.
+"""The featurizer as a faust app: one agent per declared domain and entity, micro-batched.
 
-Processing is at-least-once and idempotent: the window state remembers the event ids it has
-counted, so a replayed event is recognised instead of counted twice.
+Processing is at-least-once and idempotent: the window state remembers each counted event's
+origin and features, so a replay after a crash republishes the same vector and a producer's
+retry is a duplicate. A micro-batch is acknowledged only after its outputs are delivered.
 """
 
 from __future__ import annotations
@@ -21,29 +22,16 @@ from services.core.serde import CodecFactory
 from services.features.feast_objects import feature_view_name
 from services.featurizer.metrics import FeaturizerMetrics
 from services.featurizer.online import OnlineBuffer, OnlineRow, write_rows
+from services.featurizer.outputs import Outputs
 from services.featurizer.processor import Accepted, EventProcessor, Rejected
 from services.featurizer.secondary import SecondaryUpdater
 from services.featurizer.settings import FeaturizerSettings
+from services.featurizer.tables import BatchWindows, PartitionedTable, windows_table
 from services.featurizer.transport import broker_url
-from services.featurizer.windows import EntityWindow
 
 log = logging.getLogger(__name__)
 
 APP_ID = "streamml-featurizer"
-
-
-class TableWindows:
-    """A faust table seen as the processor's WindowStore (JSON values, UTF-8 keys)."""
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-
-    def get(self, key: str) -> EntityWindow | None:
-        data = self._table.get(key.encode())
-        return None if data is None else EntityWindow.from_json(data)
-
-    def put(self, key: str, window: EntityWindow) -> None:
-        self._table[key.encode()] = window.to_json()
 
 
 class FeaturizerApp(faust.App):
@@ -55,6 +43,41 @@ class FeaturizerApp(faust.App):
         if self.online_flush is not None:
             await self.online_flush()
         await super().on_stop()
+
+
+class Wiring:
+    """What every agent of one app shares."""
+
+    def __init__(
+        self,
+        app: FeaturizerApp,
+        settings: FeaturizerSettings,
+        codecs: CodecFactory,
+        metrics: FeaturizerMetrics,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.codecs = codecs
+        self.metrics = metrics
+        self.buffer = OnlineBuffer()
+        self.outputs = Outputs(settings)
+        self.batch = settings.featurizer_batch_size
+        self.within = settings.featurizer_batch_wait_ms / 1000
+
+    def raw_topic(self, name: str) -> Any:
+        """Bytes in and out: decoding is ours, so bad input is data, not a crash."""
+        return self.app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=self.settings.topic_partitions,
+        )
+
+    def windows(self, domain: Domain, entity: str) -> PartitionedTable:
+        name = f"{domain.name}-{entity}-windows"
+        return windows_table(self.app, name, self.settings.topic_partitions)
 
 
 def build_app(
@@ -80,137 +103,102 @@ def build_app(
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
     )
-    metrics = FeaturizerMetrics.create(registry)
-    buffer = OnlineBuffer()
-    flush_lock = asyncio.Lock()
+    wiring = Wiring(app, settings, codecs, FeaturizerMetrics.create(registry))
+    _add_online_flush(wiring, feature_store)
+    for domain in domains:
+        _add_key_entity(wiring, domain)
+        for entity in domain.secondary_entities:
+            _add_secondary(wiring, domain, entity)
+    return app
+
+
+def _add_online_flush(wiring: Wiring, feature_store: Any) -> None:
+    lock = asyncio.Lock()
+    buffer, metrics = wiring.buffer, wiring.metrics
+    max_rows = wiring.settings.featurizer_online_batch_rows
+    max_age_s = wiring.settings.featurizer_online_flush_ms / 1000
 
     async def flush() -> None:
-        async with flush_lock:
+        async with lock:
             pending = buffer.take()
             if not pending:
                 return
             started = time.perf_counter()
-            rows = await asyncio.get_running_loop().run_in_executor(
-                None, write_rows, feature_store, pending
-            )
+            loop = asyncio.get_running_loop()
+            rows = await loop.run_in_executor(None, write_rows, feature_store, pending)
             metrics.write_seconds.observe(time.perf_counter() - started)
             metrics.write_rows.observe(rows)
 
-    app.online_flush = flush
-    max_age_s = settings.featurizer_online_flush_ms / 1000
-
-    @app.timer(interval=max_age_s)  # type: ignore[untyped-decorator]
     async def flush_when_due() -> None:
-        if buffer.due(settings.featurizer_online_batch_rows, max_age_s):
+        if buffer.due(max_rows, max_age_s) and not lock.locked():
             await flush()
 
-    for domain in domains:
-        _add_domain(app, domain, codecs, settings, metrics, buffer)
-    return app
+    wiring.app.online_flush = flush
+    wiring.app.timer(interval=max_age_s)(flush_when_due)
 
 
-def _add_domain(
-    app: FeaturizerApp,
-    domain: Domain,
-    codecs: CodecFactory,
-    settings: FeaturizerSettings,
-    metrics: FeaturizerMetrics,
-    buffer: OnlineBuffer,
-) -> None:
-    topics = domain.topics
-
-    def raw_topic(name: str) -> Any:  # bytes in and out: decoding is ours, so bad input is data
-        return app.topic(
-            name,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.topic_partitions,
-        )
-
-    def windows_of(entity: str) -> TableWindows:
-        # Keys are UTF-8 entity keys (raw codec); values the window state as JSON (faust's default).
-        table = app.Table(
-            f"{domain.name}-{entity}-windows", partitions=settings.topic_partitions, key_type=bytes
-        )
-        return TableWindows(table)
-
-    source, vectors_out, dlq_out = (
-        raw_topic(t) for t in (topics.events, topics.features, topics.events_dlq)
-    )
-    forwards = [
-        (e.key_field, raw_topic(topics.by_entity(e.name))) for e in domain.secondary_entities
-    ]
-    windows = windows_of(domain.key_entity)
-    processor = EventProcessor(domain, codecs.for_topic(topics.events))
-    vector_codec = codecs.for_topic(topics.features)
-    dlq_codec = codecs.for_topic(topics.events_dlq)
+def _add_key_entity(wiring: Wiring, domain: Domain) -> None:
+    topics, metrics, outputs, name = domain.topics, wiring.metrics, wiring.outputs, domain.name
+    table = wiring.windows(domain, domain.key_entity)
+    processor = EventProcessor(domain, wiring.codecs.for_topic(topics.events))
+    vector_codec = wiring.codecs.for_topic(topics.features)
+    dlq_codec = wiring.codecs.for_topic(topics.events_dlq)
+    forwards = [(e.key_field, topics.by_entity(e.name)) for e in domain.secondary_entities]
     view = feature_view_name(domain, domain.key_entity)
-    key_field = domain.key_field
-    name = domain.name
+
+    def handle(message: Any, windows: BatchWindows) -> None:
+        windows.partition = message.partition
+        position = SourcePosition(message.topic, message.partition, message.offset)
+        verdict = processor.process(message.key, message.value, position, windows)
+        if isinstance(verdict, Accepted):
+            outputs.send(topics.features, verdict.key.encode(), vector_codec.encode(verdict.vector))
+            for key_field, topic in forwards:
+                outputs.send(topic, str(verdict.vector[key_field]).encode(), message.value)
+            row = OnlineRow(domain.key_field, verdict.key, verdict.event_time_ms, verdict.features)
+            wiring.buffer.add(view, row)
+            metrics.vectors.labels(name).inc()
+            if verdict.replayed:
+                metrics.replayed.labels(name).inc()
+            lag = max(time.time() - verdict.event_time_ms / 1000, 0.0)
+            metrics.lag_seconds.labels(name).observe(lag)
+        elif isinstance(verdict, Rejected):
+            letter = dlq_codec.encode(verdict.dead_letter)
+            outputs.send(topics.events_dlq, message.key, letter)
+            metrics.dead_letters.labels(name, verdict.reason).inc()
+            log.info("dead letter: %s", verdict.dead_letter["detail"])
+        else:
+            metrics.duplicates.labels(name).inc()
 
     async def featurize(stream: Any) -> None:
-        async for event in stream.events():
+        async for events in stream.take_events(wiring.batch, within=wiring.within):
             started = time.perf_counter()
-            message = event.message
-            metrics.events.labels(name).inc()
-            position = SourcePosition(message.topic, message.partition, message.offset)
-            verdict = processor.process(message.key, message.value, position, windows)
-            if isinstance(verdict, Accepted):
-                await vectors_out.send(
-                    key=verdict.key.encode(), value=vector_codec.encode(verdict.vector)
-                )
-                for forward_key, forward in forwards:
-                    await forward.send(
-                        key=str(verdict.vector[forward_key]).encode(), value=message.value
-                    )
-                buffer.add(
-                    view, OnlineRow(key_field, verdict.key, verdict.event_time_ms, verdict.features)
-                )
-                metrics.vectors.labels(name).inc()
-                if verdict.replayed:
-                    metrics.replayed.labels(name).inc()
-                metrics.lag_seconds.labels(name).observe(
-                    max(time.time() - verdict.event_time_ms / 1000, 0.0)
-                )
-            elif isinstance(verdict, Rejected):
-                await dlq_out.send(key=message.key, value=dlq_codec.encode(verdict.dead_letter))
-                metrics.dead_letters.labels(name, verdict.reason).inc()
-                log.info("dead letter: %s", verdict.dead_letter["detail"])
-            else:
-                metrics.duplicates.labels(name).inc()
-            metrics.process_seconds.labels(name).observe(time.perf_counter() - started)
+            windows = BatchWindows(table)
+            for event in events:
+                handle(event.message, windows)
+            windows.write_back()
+            await outputs.flush()
+            metrics.events.labels(name).inc(len(events))
+            per_event = (time.perf_counter() - started) / len(events)
+            metrics.process_seconds.labels(name).observe(per_event)
 
-    app.agent(source, name=f"featurize-{domain.name}")(featurize)
-    for entity in domain.secondary_entities:
-        _add_secondary(
-            app,
-            domain,
-            entity,
-            raw_topic(topics.by_entity(entity.name)),
-            windows_of(entity.name),
-            codecs,
-            buffer,
-        )
+    source = wiring.raw_topic(topics.events)
+    wiring.app.agent(source, name=f"featurize-{name}")(featurize)
 
 
-def _add_secondary(
-    app: FeaturizerApp,
-    domain: Domain,
-    entity: Entity,
-    source: Any,
-    windows: TableWindows,
-    codecs: CodecFactory,
-    buffer: OnlineBuffer,
-) -> None:
-    updater = SecondaryUpdater(domain, entity, codecs.for_topic(domain.topics.events))
+def _add_secondary(wiring: Wiring, domain: Domain, entity: Entity) -> None:
+    table = wiring.windows(domain, entity.name)
+    updater = SecondaryUpdater(domain, entity, wiring.codecs.for_topic(domain.topics.events))
     view = feature_view_name(domain, entity.name)
 
     async def aggregate(stream: Any) -> None:
-        async for value in stream:
-            row = updater.apply(value, windows)
-            if row is not None:
-                buffer.add(view, row)
+        async for events in stream.take_events(wiring.batch, within=wiring.within):
+            windows = BatchWindows(table)
+            for event in events:
+                windows.partition = event.message.partition
+                row = updater.apply(event.message.value, windows)
+                if row is not None:
+                    wiring.buffer.add(view, row)
+            windows.write_back()
 
-    app.agent(source, name=f"featurize-{domain.name}-{entity.name}")(aggregate)
+    source = wiring.raw_topic(domain.topics.by_entity(entity.name))
+    wiring.app.agent(source, name=f"featurize-{domain.name}-{entity.name}")(aggregate)

@@ -15,3 +15,9 @@ class FeaturizerSettings(StackSettings):
         default=50, ge=1, description="...or when the oldest waiting row is this old"
     )
     featurizer_commit_interval_ms: int = Field(default=500, ge=10)
+    featurizer_batch_size: int = Field(
+        default=1000, ge=1, description="Most events per micro-batch"
+    )
+    featurizer_batch_wait_ms: int = Field(
+        default=5, ge=1, description="Longest wait to fill a micro-batch"
+    )

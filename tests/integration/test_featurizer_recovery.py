@@ -155,8 +155,8 @@ def test_two_featurizers_in_one_group_split_the_partitions_and_agree_with_one(
     ]
     reader = TopicReader(stack, "payments.features")
     try:
-        reader.read_until(lambda values: False, 12.0)  # both instances join and split partitions
-        before = [events_read(port) for port in ports]
+        before = [events_read(port, wait_s=120) for port in ports]
+        reader.read_until(lambda values: False, 8.0)  # both instances join and split partitions
         scenario.publish()
         reader.read_until(scenario.complete, 180)
         counted = [events_read(port) - b for port, b in zip(ports, before, strict=True)]
@@ -168,8 +168,17 @@ def test_two_featurizers_in_one_group_split_the_partitions_and_agree_with_one(
     scenario.assert_every_vector_as_uninterrupted(reader.values)
 
 
-def events_read(port: int) -> float:
+def events_read(port: int, wait_s: float = 0.0) -> float:
+    """The instance's events counter; waits up to ``wait_s`` for it to start serving."""
     url = f"http://127.0.0.1:{port}/metrics"
-    body: str = urllib.request.urlopen(url, timeout=5).read().decode()
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            body: str = urllib.request.urlopen(url, timeout=5).read().decode()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     prefix = 'streamml_featurizer_events_total{domain="payments"}'
     return next((float(x.split()[-1]) for x in body.splitlines() if x.startswith(prefix)), 0.0)

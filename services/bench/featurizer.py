@@ -1,0 +1,106 @@
+"""The featurizer alone on the embedded stack: how many events a second it turns into vectors.
+
+Method: a fresh broker and Redis; N synthetic transactions are published first; then the
+featurizer starts and a counting consumer (no decoding) times the vectors from the first to
+the N-th. CPU seconds of the featurizer process over that span give events per CPU-second,
+the figure for "one core": the broker, Redis and the counter run on the other core.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+from services.bench.procstat import usage
+from services.cli.run import codecs_for
+from services.core.domains import load_domain
+from services.core.kafka import consumer_config
+from services.core.settings import StackSettings
+from services.demo.pipeline import ServiceProcess, service_env
+from services.producer.publish import publish_synthetic
+from services.stack import embedded
+
+START_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class FeaturizerResult:
+    events: int
+    cards: int
+    seconds: float
+    events_per_second: float
+    featurizer_cpu_seconds: float
+    events_per_cpu_second: float
+    featurizer_peak_rss_mib: float
+
+
+def run(base: StackSettings, *, events: int, cards: int) -> FeaturizerResult:
+    home = base.home / "bench-featurizer"
+    shutil.rmtree(home, ignore_errors=True)
+    settings = base.model_copy(update={"home": home})
+    state, servers = embedded.start_servers(settings, detach=False)
+    try:
+        settings = embedded.connected(settings, state)
+        embedded.prepare(settings)
+        domain = load_domain(settings.features_dir, "payments")
+        codec = codecs_for(settings).for_topic(domain.topics.events)
+        _say(f"publishing {events} transactions over {cards} cards")
+        publish_synthetic(settings, domain, codec, count=events, rate=0, seed=3, cards=cards)
+        counter = Consumer(consumer_config(settings, "bench-counter"))
+        counter.subscribe([domain.topics.features])
+        featurizer = ServiceProcess("featurizer", service_env(settings), home / "featurizer.log")
+        try:
+            return _measure(counter, featurizer, events, cards)
+        finally:
+            featurizer.stop()
+            counter.close()
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+
+
+def _measure(
+    counter: Consumer, featurizer: ServiceProcess, events: int, cards: int
+) -> FeaturizerResult:
+    seen, started, cpu_at_start = 0, 0.0, 0.0
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while seen < events:
+        batch = counter.consume(10_000, 0.05)
+        if batch and not seen:
+            started, cpu_at_start = time.monotonic(), usage(featurizer.process.pid).cpu_seconds
+        seen += sum(1 for m in batch if m.error() is None)
+        if not seen and time.monotonic() > deadline:
+            raise TimeoutError(
+                f"no vector within {START_TIMEOUT_S:.0f} s; see {featurizer.log_path}"
+            )
+        if seen and time.monotonic() - started > 20 * START_TIMEOUT_S:
+            raise TimeoutError(f"only {seen} of {events} vectors; see {featurizer.log_path}")
+    seconds = time.monotonic() - started
+    end = usage(featurizer.process.pid)
+    cpu = end.cpu_seconds - cpu_at_start
+    return FeaturizerResult(
+        events=events,
+        cards=cards,
+        seconds=round(seconds, 3),
+        events_per_second=round(events / seconds),
+        featurizer_cpu_seconds=round(cpu, 2),
+        events_per_cpu_second=round(events / cpu) if cpu else 0,
+        featurizer_peak_rss_mib=round(end.peak_rss_mib, 1),
+    )
+
+
+def report(result: FeaturizerResult, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    print(json.dumps(asdict(result), indent=2))
+
+
+def _say(message: str) -> None:
+    print(f"==> {message}", file=sys.stderr, flush=True)
