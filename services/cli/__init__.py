@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 from services.core.errors import StreamMLError
 
-from . import bench, data, models, run, stack
+from . import bench, data, models, run, schemas, stack
 
-_MODULES = (stack, run, data, models, bench)
+_MODULES = (stack, run, data, models, bench, schemas)
 
 
 def build_parser() -> argparse.ArgumentParser:

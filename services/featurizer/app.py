@@ -31,8 +31,6 @@ from services.featurizer.transport import broker_url
 
 log = logging.getLogger(__name__)
 
-APP_ID = "streamml-featurizer"
-
 
 class FeaturizerApp(faust.App):
     """faust.App that flushes the online store before it stops."""
@@ -88,7 +86,7 @@ def build_app(
     registry: CollectorRegistry,
 ) -> FeaturizerApp:
     app = FeaturizerApp(
-        APP_ID,
+        settings.featurizer_app_id,
         broker=broker_url(settings.bootstrap, settings.fetch_wait),
         store="memory://",
         datadir=str(Path(settings.home) / "faust"),

@@ -15,6 +15,11 @@ class FeaturizerSettings(StackSettings):
         default=50, ge=1, description="...or when the oldest waiting row is this old"
     )
     featurizer_commit_interval_ms: int = Field(default=500, ge=10)
+    featurizer_app_id: str = Field(
+        default="streamml-featurizer",
+        description="faust app id: consumer group and changelog-topic prefix; featurizers "
+        "running different --domain sets need different ids",
+    )
     featurizer_batch_size: int = Field(
         default=1000, ge=1, description="Most events per micro-batch"
     )

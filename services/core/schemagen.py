@@ -1,0 +1,273 @@
+"""The schemas a domain's declaration implies: ``<domain>.features`` and ``<domain>.predictions``.
+
+A domain is declared once (``features/domains/<domain>.py``) with its events schema beside it
+(``schemas/<domain>.<events>.avsc``, written by the team that produces the events). The feature
+log and the predictions carry nothing the declaration does not say, so their schemas are derived
+here rather than written by hand: ``streamml schemas generate`` writes them and
+``streamml schemas generate --check`` fails when a committed file differs from its derivation.
+
+Field types of the event's own fields (id, time, entity keys, passthrough) come from the events
+schema; feature types from the aggregation: a count is a ``long``, seconds-since-last is
+``["null", "double"]`` (null for an entity's first event), every other aggregate a ``double``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from services.core.declarations import Aggregation, Domain, Feature
+from services.core.errors import ConfigError
+from services.core.topics import schema_subject
+
+Schema = dict[str, Any]
+
+NAMESPACE = "streamml"
+FEATURES_RECORD = "FeatureVector"
+PREDICTIONS_RECORD = "Prediction"
+TIMESTAMP_MILLIS: Mapping[str, str] = {"type": "long", "logicalType": "timestamp-millis"}
+# Who served a prediction: the registry's champion (or a canary or shadow), or the heuristic.
+SERVED_BY: Mapping[str, Any] = {
+    "type": "enum",
+    "name": "ServedBy",
+    "namespace": NAMESPACE,
+    "symbols": ["champion", "canary", "shadow", "fallback"],
+    "default": "fallback",
+}
+_NUMERIC = frozenset({"int", "long", "float", "double"})
+_FIELD_KEYS = ("name", "type", "default", "doc")
+_FROM_EVENT = ("name", "type", "default")
+
+
+@dataclass(frozen=True)
+class GeneratedSchema:
+    """One derived schema and the file it belongs in."""
+
+    path: Path
+    schema: Schema
+
+    @property
+    def text(self) -> str:
+        return render(self.schema)
+
+    def is_current(self) -> bool:
+        """True when the file on disk holds exactly this schema, formatted as ``render`` does."""
+        try:
+            return self.path.read_text(encoding="utf-8") == self.text
+        except FileNotFoundError:
+            return False
+
+    def write(self) -> bool:
+        """Writes the file unless it is already current; returns whether it wrote."""
+        if self.is_current():
+            return False
+        self.path.write_text(self.text, encoding="utf-8")
+        return True
+
+
+def generated_schemas(domain: Domain, schemas_dir: Path) -> list[GeneratedSchema]:
+    """The features and predictions schemas of ``domain``, from its events schema in the folder."""
+    events = read_events_schema(domain, schemas_dir)
+    topics = domain.topics
+    return [
+        GeneratedSchema(schemas_dir / f"{topics.features}.avsc", features_schema(domain, events)),
+        GeneratedSchema(
+            schemas_dir / f"{schema_subject(topics.predictions)}.avsc",
+            predictions_schema(domain, events),
+        ),
+    ]
+
+
+def read_events_schema(domain: Domain, schemas_dir: Path) -> Schema:
+    path = schemas_dir / f"{schema_subject(domain.topics.events)}.avsc"
+    try:
+        source: Schema = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"domain {domain.name!r} has no events schema: write {path} first "
+            "(the features and predictions schemas are derived from it)"
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not JSON: {exc}") from exc
+    if source.get("type") != "record" or not isinstance(source.get("fields"), list):
+        raise ConfigError(f"{path} must be an Avro record schema")
+    return source
+
+
+def features_schema(domain: Domain, events: Schema) -> Schema:
+    """One accepted event's feature vector: id, keys, time, passthrough, then the features."""
+    fields = _event_fields(domain, events)
+    _check_declaration(domain, fields)
+    noun = _event_noun(events)
+    own = [
+        domain.event_id_field,
+        *dict.fromkeys(e.key_field for e in domain.entities),
+        domain.event_time_field,
+        *domain.passthrough,
+    ]
+    return {
+        "type": "record",
+        "name": FEATURES_RECORD,
+        "namespace": f"{NAMESPACE}.{domain.name}",
+        "doc": f"One accepted {noun}'s features as of that {noun} (the feature log). "
+        f"Key: {domain.key_field}.",
+        "fields": [_copied(fields[name]) for name in own]
+        + [_feature_field(domain, f, noun) for f in domain.vector_features],
+    }
+
+
+def predictions_schema(domain: Domain, events: Schema) -> Schema:
+    """Exactly one prediction per accepted event, keyed like the event."""
+    fields = _event_fields(domain, events)
+    _check_declaration(domain, fields)
+    noun = _event_noun(events)
+    event_id = _renamed(fields[domain.event_id_field], "event_id", noun)
+    event_time = _renamed(fields[domain.event_time_field], "event_time", noun)
+    return {
+        "type": "record",
+        "name": PREDICTIONS_RECORD,
+        "namespace": f"{NAMESPACE}.{domain.name}",
+        "doc": f"Exactly one per {noun} {domain.event_id_field}. Key: {domain.key_field} (UTF-8).",
+        "fields": [
+            event_id,
+            _copied(fields[domain.key_field]),
+            {"name": "model_name", "type": "string"},
+            {
+                "name": "model_version",
+                "type": "string",
+                "doc": '"heuristic" when served_by is fallback.',
+            },
+            {"name": "score", "type": "double", "doc": f"{_probability_of(domain)}, in [0, 1]."},
+            {"name": "decision", "type": "boolean", "doc": "score >= the scorer's threshold."},
+            {"name": "served_by", "type": copy.deepcopy(dict(SERVED_BY))},
+            event_time,
+            {"name": "predicted_at", "type": dict(TIMESTAMP_MILLIS)},
+        ],
+    }
+
+
+def render(schema: Schema) -> str:
+    """Stable text for a schema file: one top-level key per line, one field per line."""
+    lines = []
+    for key, value in schema.items():
+        if key == "fields":
+            inner = ",\n".join(f"    {_compact(f)}" for f in value)
+            lines.append(f'  "fields": [\n{inner}\n  ]')
+        else:
+            lines.append(f"  {_compact(key)}: {_compact(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def window_text(window: timedelta) -> str:
+    """``5m``, ``1h``, ``24h``, ``30s``, ``250ms``: the largest unit that divides the window."""
+    ms = round(window.total_seconds() * 1000)
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _event_fields(domain: Domain, events: Schema) -> dict[str, Schema]:
+    return {f["name"]: f for f in events["fields"]}
+
+
+def _check_declaration(domain: Domain, fields: Mapping[str, Schema]) -> None:
+    """The declaration must name fields its events schema has, numeric where it computes."""
+    wanted = {
+        "event id field": [domain.event_id_field],
+        "event time field": [domain.event_time_field],
+        "entity key": [e.key_field for e in domain.entities],
+        "passthrough field": list(domain.passthrough),
+        "feature source field": [f.source_field for f in domain.features if f.source_field],
+        "checked field": [c.field_name for c in domain.checks],
+    }
+    problems = [
+        f"{role} {name!r} is not in the events schema"
+        for role, names in wanted.items()
+        for name in names
+        if name not in fields
+    ]
+    numeric = [*domain.passthrough, *wanted["feature source field"]]
+    problems += [
+        f"{name!r} is a model input or aggregated, so it must be numeric, "
+        f"but the events schema says {fields[name]['type']!r}"
+        for name in dict.fromkeys(numeric)
+        if name in fields and _base_type(fields[name]["type"]) not in _NUMERIC
+    ]
+    if problems:
+        raise ConfigError(
+            f"domain {domain.name!r} does not match {domain.topics.events}.avsc: "
+            + "; ".join(problems)
+        )
+
+
+def _base_type(avro_type: Any) -> Any:
+    return avro_type.get("type") if isinstance(avro_type, dict) else avro_type
+
+
+def _copied(event_field: Schema) -> Schema:
+    """An event field as the feature log carries it: its name, type and default, no doc."""
+    return {k: copy.deepcopy(event_field[k]) for k in _FROM_EVENT if k in event_field}
+
+
+def _renamed(event_field: Schema, name: str, noun: str) -> Schema:
+    """The prediction's fixed ``event_id``/``event_time`` fields carry the event's own."""
+    out = _copied(event_field)
+    original = out["name"]
+    out["name"] = name
+    if original != name:
+        out["doc"] = f"The {noun}'s {original}."
+    return out
+
+
+def _feature_field(domain: Domain, feature: Feature, noun: str) -> Schema:
+    field: Schema = {"name": feature.name}
+    if feature.is_integer:
+        field["type"] = "long"
+    elif feature.nullable:
+        field["type"] = ["null", "double"]
+        field["default"] = None
+    else:
+        field["type"] = "double"
+    field["doc"] = _feature_doc(domain, feature, noun)
+    return {k: field[k] for k in _FIELD_KEYS if k in field}
+
+
+def _feature_doc(domain: Domain, feature: Feature, noun: str) -> str:
+    entity = feature.entity.replace("_", " ")
+    if feature.aggregation is Aggregation.SECONDS_SINCE_LAST:
+        return f"Seconds since the {entity}'s latest earlier {noun}; null for its first."
+    events = domain.events_name.replace("_", " ")
+    window = "" if feature.window is None else window_text(feature.window)
+    scope = f"{entity}'s {events} with event time in (t-{window}, t]."
+    if feature.aggregation is Aggregation.COUNT:
+        return scope[0].upper() + scope[1:]
+    what = {
+        Aggregation.SUM: "Sum of",
+        Aggregation.MEAN: "Mean of",
+        Aggregation.MAX: "Largest",
+    }[feature.aggregation]
+    return f"{what} {feature.source_field} over the {scope}"
+
+
+def _event_noun(events: Schema) -> str:
+    """``Transaction`` -> ``transaction``; ``RideRequest`` -> ``ride request``."""
+    name = str(events.get("name", "event")).rsplit(".", 1)[-1]
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).lower()
+
+
+def _probability_of(domain: Domain) -> str:
+    label = domain.label_field
+    if label.startswith("is_"):
+        return f"Probability of {label[3:].replace('_', ' ')}"
+    return f"Probability that {label} is true"
