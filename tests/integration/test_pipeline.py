@@ -52,10 +52,26 @@ def services(stack: StackSettings, logs_dir: Path) -> Iterator[Services]:
         for name in ("featurizer", "scorer")
     )
     started = Services(featurizer, scorer, ports)
+    settle_group(stack)
     yield started
     for service in (featurizer, scorer):
         if service.process.poll() is None:
             service.stop()
+
+
+def settle_group(stack: StackSettings) -> None:
+    """Waits until the pipeline answers, then one session timeout more.
+
+    Members of an earlier module's featurizers can linger in the consumer group until their
+    session times out; the rebalance that follows, under faust, can drop in-flight events
+    (docs/featurizer.md, known issues). These tests measure the steady state.
+    """
+    warm = transaction(10_000)
+    publish(stack, "payments.transactions", [(b"itest-card-10000", TRANSACTIONS.encode(warm))])
+    reader = TopicReader(stack, "payments.predictions")
+    reader.read_until(lambda values: all_predicted(values, {str(warm["event_id"])}), 120)
+    reader.close()
+    time.sleep(stack.session_timeout / 1000 + 1)
 
 
 def transaction(
@@ -114,7 +130,12 @@ def test_every_event_gets_exactly_one_prediction_and_bad_input_goes_to_the_dlq(
     predictions.settle(2.0)
     found = by_event_id(map(PREDICTIONS.decode, predictions.values), wanted)
     predictions.close()
-    assert set(found) == wanted, f"{len(wanted - set(found))} events have no prediction"
+    if set(found) != wanted:  # say which stage lost them
+        features = TopicReader(stack, "payments.features")
+        vectors = by_event_id(vectors_in(features.settle(5.0)), wanted - set(found))
+        features.close()
+        lost = len(wanted - set(found))
+        pytest.fail(f"{lost} events have no prediction; {len(vectors)} of them have a vector")
     assert all(len(p) == 1 for p in found.values()), "an event was predicted more than once"
     one = found[str(good[0]["event_id"])][0]
     assert one["card_id"] == good[0]["card_id"]
