@@ -19,8 +19,8 @@ SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
 
 class OutsideCodec:
-    def __init__(self, avsc: str) -> None:
-        source = json.loads((SCHEMAS / avsc).read_text())
+    def __init__(self, avsc: str, schemas_dir: Path = SCHEMAS) -> None:
+        source = json.loads((schemas_dir / avsc).read_text())
         self.schema = parse_schema(source)
         digest = fingerprint(to_parsing_canonical_form(source), "CRC-64-AVRO")
         self.header = b"\xc3\x01" + bytes.fromhex(digest)  # fastavro's digest is little-endian

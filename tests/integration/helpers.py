@@ -40,6 +40,7 @@ class TopicReader:
         )
         self._consumer.subscribe([topic])
         self.values: list[bytes] = []
+        self.keys: list[bytes | None] = []
 
     def read_until(self, done: Callable[[list[bytes]], bool], timeout_s: float) -> list[bytes]:
         deadline = time.monotonic() + timeout_s
@@ -47,6 +48,7 @@ class TopicReader:
             for message in self._consumer.consume(500, 0.1):
                 if message.error() is None:
                     self.values.append(message.value())
+                    self.keys.append(message.key())
         return self.values
 
     def settle(self, seconds: float) -> list[bytes]:

@@ -10,8 +10,6 @@ at those folders. Trips are written and results read with fastavro and the ``.av
 
 from __future__ import annotations
 
-import io
-import json
 import random
 import time
 import uuid
@@ -23,16 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
-from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from services.core.domains import load_domain, load_domains
 from services.core.kafka import create_topics, topic_specs
 from services.core.settings import StackSettings
 from services.demo.pipeline import ServiceProcess, service_env
 from services.features.store import apply_declarations, open_store
-from tests.integration.helpers import publish
+from tests.integration.helpers import TopicReader, publish
+from tests.outside import OutsideCodec
 
 pytestmark = pytest.mark.integration
 
@@ -55,67 +51,34 @@ FEATURE_NAMES = (
 )
 
 
-class AvscCodec:
-    """Avro single-object encoding from an ``.avsc`` file and fastavro, nothing from services."""
-
-    def __init__(self, avsc: str) -> None:
-        source = json.loads((SCHEMAS_DIR / avsc).read_text())
-        self.schema = parse_schema(source)
-        digest = fingerprint(to_parsing_canonical_form(source), "CRC-64-AVRO")
-        self.header = b"\xc3\x01" + bytes.fromhex(digest)
-
-    def encode(self, record: dict[str, Any]) -> bytes:
-        out = io.BytesIO()
-        out.write(self.header)
-        schemaless_writer(out, self.schema, record)
-        return out.getvalue()
-
-    def decode(self, data: bytes) -> dict[str, Any]:
-        assert data[:10] == self.header, "written with a schema this reader does not know"
-        return dict(schemaless_reader(io.BytesIO(data[10:]), self.schema, self.schema))
-
-
 RIDES = load_domain(FEATURES_DIR, "rides")
-TRIPS = AvscCodec("rides.trips.avsc")
-FEATURES = AvscCodec("rides.features.avsc")
-PREDICTIONS = AvscCodec("rides.predictions.avsc")
-DEAD_LETTERS = AvscCodec("dlq.avsc")
+TRIPS = OutsideCodec("rides.trips.avsc", SCHEMAS_DIR)
+FEATURES = OutsideCodec("rides.features.avsc", SCHEMAS_DIR)
+PREDICTIONS = OutsideCodec("rides.predictions.avsc", SCHEMAS_DIR)
+DEAD_LETTERS = OutsideCodec("dlq.avsc", SCHEMAS_DIR)
 
 
-class KeyedReader:
-    """Reads a topic from the beginning, read_committed, keeping each record's key."""
+class KeyedReader(TopicReader):
+    """A TopicReader that decodes, keeping each record's key."""
 
-    def __init__(self, settings: StackSettings, topic: str, codec: AvscCodec) -> None:
+    def __init__(self, settings: StackSettings, topic: str, codec: OutsideCodec) -> None:
+        super().__init__(settings, topic)
         self._codec = codec
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap,
-                "group.id": f"test-reader-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "session.timeout.ms": 6000,
-                "fetch.wait.max.ms": 2,
-            }
-        )
-        self._consumer.subscribe([topic])
-        self.records: list[tuple[bytes | None, dict[str, Any]]] = []
 
-    def read_until(
+    @property
+    def records(self) -> list[tuple[bytes | None, dict[str, Any]]]:
+        return [(k, self._codec.decode(v)) for k, v in zip(self.keys, self.values, strict=True)]
+
+    def read_records(
         self, done: Callable[[list[tuple[bytes | None, dict[str, Any]]]], bool], timeout_s: float
     ) -> list[tuple[bytes | None, dict[str, Any]]]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not done(self.records):
-            for message in self._consumer.consume(500, 0.1):
-                if message.error() is None:
-                    self.records.append((message.key(), self._codec.decode(message.value())))
+        self.read_until(lambda _: done(self.records), timeout_s)
         return self.records
 
-    def settle(self, seconds: float) -> list[tuple[bytes | None, dict[str, Any]]]:
+    def settle_records(self, seconds: float) -> list[tuple[bytes | None, dict[str, Any]]]:
         """Keeps reading for a while: anything duplicated or late shows up here."""
-        return self.read_until(lambda _: False, seconds)
-
-    def close(self) -> None:
-        self._consumer.close()
+        self.settle(seconds)
+        return self.records
 
 
 def millis(value: datetime) -> int:
@@ -258,8 +221,8 @@ def test_every_trip_gets_exactly_one_prediction_keyed_by_its_driver(
 ) -> None:
     wanted = {t["trip_id"] for t in sent.good}
     reader = KeyedReader(rides_stack, "rides.predictions", PREDICTIONS)
-    reader.read_until(lambda records: {r["event_id"] for _, r in records} >= wanted, 120)
-    records = reader.settle(2.0)
+    reader.read_records(lambda records: {r["event_id"] for _, r in records} >= wanted, 120)
+    records = reader.settle_records(2.0)
     reader.close()
     found: dict[str, list[tuple[bytes | None, dict[str, Any]]]] = defaultdict(list)
     for key, record in records:
@@ -286,8 +249,8 @@ def test_feature_vectors_equal_an_independent_recomputation(
 ) -> None:
     wanted = set(sent.expected)
     reader = KeyedReader(rides_stack, "rides.features", FEATURES)
-    reader.read_until(lambda records: {r["trip_id"] for _, r in records} >= wanted, 120)
-    records = reader.settle(1.0)
+    reader.read_records(lambda records: {r["trip_id"] for _, r in records} >= wanted, 120)
+    records = reader.settle_records(1.0)
     reader.close()
     by_trip = {t["trip_id"]: t for t in sent.good}
     seen = set()
@@ -310,8 +273,8 @@ def test_bad_and_late_trips_go_to_the_dead_letter_topic(
     rides_stack: StackSettings, sent: Sent
 ) -> None:
     reader = KeyedReader(rides_stack, "rides.trips.dlq", DEAD_LETTERS)
-    reader.read_until(lambda records: len(records) >= 2, 60)
-    letters = [letter for _, letter in reader.settle(1.0)]
+    reader.read_records(lambda records: len(records) >= 2, 60)
+    letters = [letter for _, letter in reader.settle_records(1.0)]
     reader.close()
     reasons = {TRIPS.decode(x["original_value"])["trip_id"]: x for x in letters}
     assert set(reasons) == {sent.bad_fare["trip_id"], sent.late["trip_id"]}
