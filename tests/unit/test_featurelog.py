@@ -32,6 +32,7 @@ from services.featurelog.parts import (
 )
 from services.featurelog.settings import FeatureLogSettings
 from services.featurelog.sink import FeatureLogSink
+from tests.expected import CARD_FEATURES
 from tests.outside import OutsideCodec
 
 BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -109,13 +110,7 @@ def test_a_part_file_has_the_declared_columns_and_keeps_nulls(
         "event_time",
         CREATED,
         "event_id",
-        "txn_count_5m",
-        "txn_count_1h",
-        "txn_count_24h",
-        "amount_sum_1h",
-        "amount_mean_24h",
-        "amount_max_24h",
-        "seconds_since_last_txn",
+        *CARD_FEATURES,
     ]
     assert table.schema.field("event_time").type == pa.timestamp("ms", tz="UTC")
     assert table.schema.field(CREATED).type == pa.timestamp("us", tz="UTC")

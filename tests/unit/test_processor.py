@@ -16,6 +16,7 @@ from services.core.declarations import Domain
 from services.core.serde import CodecFactory
 from services.featurizer.processor import Accepted, Duplicate, EventProcessor, Rejected
 from services.featurizer.windows import EntityWindow
+from tests.expected import CARD_FEATURES
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -30,13 +31,7 @@ VECTOR_FIELDS = {
     "merchant_id",
     "event_time",
     "amount",
-    "txn_count_5m",
-    "txn_count_1h",
-    "txn_count_24h",
-    "amount_sum_1h",
-    "amount_mean_24h",
-    "amount_max_24h",
-    "seconds_since_last_txn",
+    *CARD_FEATURES,
 }
 
 

@@ -11,19 +11,12 @@ import pytest
 
 from services.core.declarations import Domain
 from services.featurizer.windows import EntityAggregator, EntityWindow
+from tests.expected import CARD_FEATURES as CONTRACT_FEATURES
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 T0 = 1_767_225_600_000
-CARD_FEATURES = {
-    "txn_count_5m",
-    "txn_count_1h",
-    "txn_count_24h",
-    "amount_sum_1h",
-    "amount_mean_24h",
-    "amount_max_24h",
-    "seconds_since_last_txn",
-}
+CARD_FEATURES = set(CONTRACT_FEATURES)
 
 
 def assert_same_features(actual: dict[str, Any], expected: dict[str, Any], where: str) -> None:
