@@ -43,11 +43,7 @@ class FeaturizerResult:
 def run(base: StackSettings, *, events: int, cards: int) -> FeaturizerResult:
     home = base.home / "bench-featurizer"
     shutil.rmtree(home, ignore_errors=True)
-    settings = base.model_copy(update={"home": home})
-    state, servers = embedded.start_servers(settings, detach=False)
-    try:
-        settings = embedded.connected(settings, state)
-        embedded.prepare(settings)
+    with embedded.running_stack(base.model_copy(update={"home": home})) as settings:
         domain = load_domain(settings.features_dir, "payments")
         codec = codecs_for(settings).for_topic(domain.topics.events)
         _say(f"publishing {events} transactions over {cards} cards")
@@ -60,10 +56,6 @@ def run(base: StackSettings, *, events: int, cards: int) -> FeaturizerResult:
         finally:
             featurizer.stop()
             counter.close()
-    finally:
-        for server in servers:
-            server.terminate()
-            server.wait(10)
 
 
 def _measure(

@@ -38,18 +38,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     shutil.rmtree(home, ignore_errors=True)
     settings = base.model_copy(update={"home": home})
     step("starting the embedded broker and Redis")
-    state, servers = embedded.start_servers(settings, detach=False)
     services: list[ServiceProcess] = []
     try:
-        settings = embedded.connected(settings, state)
-        embedded.prepare(settings)
-        return _run(args, settings, services)
+        with embedded.running_stack(settings) as stack:
+            try:
+                return _run(args, stack, services)
+            finally:
+                for service in services:
+                    service.stop()
     finally:
-        for service in services:
-            service.stop()
-        for server in servers:
-            server.terminate()
-            server.wait(10)
         step("stopped everything the demo started")
 
 

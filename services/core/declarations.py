@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from services.core.topics import DomainTopics
@@ -162,9 +163,10 @@ class Domain:
 
     def input_row(self, vector: Mapping[str, Any], names: tuple[str, ...]) -> list[float]:
         """A vector's model inputs in ``names`` order; nulls become the feature's ``missing``."""
-        fills = self._fills()
+        fills = self._fills
         return [float(fills.get(n, 0.0) if vector[n] is None else vector[n]) for n in names]
 
+    @cached_property
     def _fills(self) -> dict[str, float]:
         return {f.name: f.missing for f in self.features}
 

@@ -8,9 +8,7 @@ identical to the ones already written, which point-in-time reads cannot tell apa
 from __future__ import annotations
 
 import logging
-import signal
 import time
-from types import FrameType
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -19,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from services.core.declarations import Domain
 from services.core.errors import ConfigError, SerializationError
 from services.core.kafka import consumer_config, producer_config
+from services.core.lifecycle import stop_on_signals
 from services.core.serde import CodecFactory
 from services.core.topics import schema_subject
 from services.featurelog.batch import PendingBatch
@@ -80,12 +79,7 @@ class FeatureLogSink:
         self._running = False
 
     def install_signal_handlers(self) -> None:
-        def handler(signum: int, _frame: FrameType | None) -> None:
-            log.info("signal %d: writing the current batch, then stopping", signum)
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        stop_on_signals(self.stop, "writing the current batch")
 
     def run(self) -> None:
         self._consumer.subscribe([self._topics.features], on_revoke=self._on_revoke)

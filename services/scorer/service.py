@@ -8,9 +8,7 @@ also when the scorer dies between two batches.
 from __future__ import annotations
 
 import logging
-import signal
 import time
-from types import FrameType
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
@@ -18,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from services.core.deadletter import SourcePosition
 from services.core.declarations import Domain
 from services.core.kafka import consumer_config, producer_config
+from services.core.lifecycle import stop_on_signals
 from services.core.modelstore import ModelStore
 from services.core.serde import CodecFactory
 from services.scorer.batch import BatchResult, BatchScorer, Incoming
@@ -85,12 +84,7 @@ class Scorer:
         self._running = False
 
     def install_signal_handlers(self) -> None:
-        def handler(signum: int, _frame: FrameType | None) -> None:
-            log.info("signal %d: finishing the current batch, then stopping", signum)
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        stop_on_signals(self.stop, "finishing the current batch")
 
     def run(self) -> None:
         self._producer.init_transactions(TRANSACTION_TIMEOUT_S)

@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -68,6 +70,20 @@ def start_servers(
             stop_pid(process.pid)
         raise
     return StackState(bootstrap, url, broker_pid, redis_pid), started
+
+
+@contextmanager
+def running_stack(settings: StackSettings) -> Iterator[StackSettings]:
+    """Starts what the settings do not name, prepares topics and Feast, stops it all after."""
+    state, processes = start_servers(settings, detach=False)
+    try:
+        connected_settings = connected(settings, state)
+        prepare(connected_settings)
+        yield connected_settings
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
 
 
 def prepare(settings: StackSettings) -> None:

@@ -14,16 +14,10 @@ from services.stack import embedded
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
     home = tmp_path_factory.mktemp("streamml-home")
-    base = StackSettings(home=home, kafka_bootstrap=None, redis_url=None)
-    state, processes = embedded.start_servers(base, detach=False)
-    try:
-        settings = embedded.connected(base, state)
-        embedded.prepare(settings)
+    with embedded.running_stack(
+        StackSettings(home=home, kafka_bootstrap=None, redis_url=None)
+    ) as settings:
         yield settings
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(10)
 
 
 @pytest.fixture(scope="session")
