@@ -1,9 +1,11 @@
 """The featurizer alone on the embedded stack: how many events a second it turns into vectors.
 
 Method: a fresh broker and Redis; N synthetic transactions are published first; then the
-featurizer starts and a counting consumer (no decoding) times the vectors from the first to
-the N-th. CPU seconds of the featurizer process over that span give events per CPU-second,
-the figure for "one core": the broker, Redis and the counter run on the other core.
+featurizer starts and a counting consumer (no decoding) times from the first vector to the
+N-th, and on until the featurizer has also processed every event it forwarded to itself
+(merchant windows): its committed offsets there stop moving. CPU seconds of the featurizer
+process over that span give events per CPU-second, the figure for "one core": the broker,
+Redis and the counter run on the other core.
 """
 
 from __future__ import annotations
@@ -15,18 +17,20 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
-from services.bench.procstat import usage
+from services.bench.procstat import Usage, usage
 from services.cli.run import codecs_for
 from services.core.domains import load_domain
 from services.core.kafka import consumer_config
 from services.core.settings import StackSettings
 from services.demo.pipeline import ServiceProcess, service_env
+from services.featurizer.settings import FeaturizerSettings
 from services.producer.publish import publish_synthetic
 from services.stack import embedded
 
 START_TIMEOUT_S = 120.0
+SETTLED_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -51,15 +55,44 @@ def run(base: StackSettings, *, events: int, cards: int) -> FeaturizerResult:
         counter = Consumer(consumer_config(settings, "bench-counter"))
         counter.subscribe([domain.topics.features])
         featurizer = ServiceProcess("featurizer", service_env(settings), home / "featurizer.log")
+        app_id = FeaturizerSettings().featurizer_app_id
+        forwarded = [domain.topics.by_entity(app_id, e.name) for e in domain.secondary_entities]
+        progress = CommittedOffsets(settings, app_id, forwarded)
         try:
-            return _measure(counter, featurizer, events, cards)
+            return _measure(counter, featurizer, progress, events, cards)
         finally:
             featurizer.stop()
             counter.close()
+            progress.close()
+
+
+class CommittedOffsets:
+    """The featurizer group's committed offsets on the topics it forwards to itself: the
+    secondary entities' work goes on after the last vector, and it counts too."""
+
+    def __init__(self, settings: StackSettings, group: str, topics: list[str]) -> None:
+        self._consumer = Consumer(consumer_config(settings, group))
+        metadata = self._consumer.list_topics(timeout=10)
+        self._partitions = [
+            TopicPartition(t, p) for t in topics for p in metadata.topics[t].partitions
+        ]
+
+    def total(self) -> int:
+        if not self._partitions:
+            return 0
+        committed = self._consumer.committed(self._partitions, timeout=10)
+        return sum(max(tp.offset, 0) for tp in committed)
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def _measure(
-    counter: Consumer, featurizer: ServiceProcess, events: int, cards: int
+    counter: Consumer,
+    featurizer: ServiceProcess,
+    progress: CommittedOffsets,
+    events: int,
+    cards: int,
 ) -> FeaturizerResult:
     seen, started, cpu_at_start = 0, 0.0, 0.0
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -74,8 +107,8 @@ def _measure(
             )
         if seen and time.monotonic() - started > 20 * START_TIMEOUT_S:
             raise TimeoutError(f"only {seen} of {events} vectors; see {featurizer.log_path}")
-    seconds = time.monotonic() - started
-    end = usage(featurizer.process.pid)
+    finished, end = _secondary_done(progress, featurizer)
+    seconds = finished - started
     cpu = end.cpu_seconds - cpu_at_start
     return FeaturizerResult(
         events=events,
@@ -86,6 +119,17 @@ def _measure(
         events_per_cpu_second=round(events / cpu) if cpu else 0,
         featurizer_peak_rss_mib=round(end.peak_rss_mib, 1),
     )
+
+
+def _secondary_done(progress: CommittedOffsets, featurizer: ServiceProcess) -> tuple[float, Usage]:
+    """When the forwarded events were all processed: the committed offsets stopped moving."""
+    last, at, end = progress.total(), time.monotonic(), usage(featurizer.process.pid)
+    while time.monotonic() - at < SETTLED_S:
+        time.sleep(0.1)
+        now = progress.total()
+        if now != last:
+            last, at, end = now, time.monotonic(), usage(featurizer.process.pid)
+    return at, end
 
 
 def report(result: FeaturizerResult, out: Path) -> None:

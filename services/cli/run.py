@@ -22,7 +22,7 @@ def register(commands: Any) -> None:
         "run", help="run a service in the foreground (SIGTERM stops it cleanly)"
     )
     services = run.add_subparsers(dest="service", required=True)
-    featurizer = services.add_parser("featurizer", help="events -> features (faust)")
+    featurizer = services.add_parser("featurizer", help="events -> features")
     featurizer.add_argument(
         "--domain", action="append", help="only these domains (default: all declared)"
     )
@@ -46,21 +46,19 @@ def _metrics(settings: StackSettings) -> CollectorRegistry:
 
 
 def cmd_featurizer(args: argparse.Namespace) -> int:
-    import faust
-
     from services.features.store import apply_declarations, open_store
-    from services.featurizer.app import build_app
+    from services.featurizer.service import Featurizer
     from services.featurizer.settings import FeaturizerSettings
 
     settings = load_settings(FeaturizerSettings)
     declared = load_domains(settings.features_dir)
     domains = [declared[name] for name in args.domain] if args.domain else list(declared.values())
     apply_declarations(settings, domains)  # idempotent: each instance knows its feature views
-    app = build_app(
+    featurizer = Featurizer(
         settings, domains, codecs_for(settings), open_store(settings), _metrics(settings)
     )
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    featurizer.install_signal_handlers()
+    featurizer.run()
     return 0
 
 

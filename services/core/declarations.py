@@ -131,11 +131,11 @@ class Domain:
         if unknown or self.key_entity not in known:
             raise ValueError(f"{self.name}: features name unknown entities {unknown}")
 
-    @property
+    @cached_property
     def topics(self) -> DomainTopics:
         return DomainTopics.for_domain(self.name, self.events_name)
 
-    @property
+    @cached_property
     def key_field(self) -> str:
         return self.entity(self.key_entity).key_field
 
@@ -145,18 +145,18 @@ class Domain:
     def features_of(self, entity: str) -> tuple[Feature, ...]:
         return tuple(f for f in self.features if f.entity == entity)
 
-    @property
+    @cached_property
     def secondary_entities(self) -> tuple[Entity, ...]:
         """Entities other than the key one that have features: kept in their own partitions."""
         return tuple(
             e for e in self.entities if e.name != self.key_entity and self.features_of(e.name)
         )
 
-    @property
+    @cached_property
     def vector_features(self) -> tuple[Feature, ...]:
         return tuple(f for f in self.features if f.in_vector)
 
-    @property
+    @cached_property
     def model_inputs(self) -> tuple[str, ...]:
         """The model's input columns, in order: the event's own fields, then its features."""
         return self.passthrough + tuple(f.name for f in self.vector_features)

@@ -40,11 +40,19 @@ def topic_specs(settings: StackSettings, domains: Iterable[Domain]) -> list[Topi
     ]
     for domain in domains:
         specs += [TopicSpec(t, settings.topic_partitions) for t in domain.topics.data_topics()]
-        specs += [
-            TopicSpec(domain.topics.by_entity(e.name), settings.topic_partitions)
-            for e in domain.secondary_entities
-        ]
     return specs
+
+
+def partition_count(settings: StackSettings, topic: str) -> int:
+    """How many partitions an existing topic has."""
+    metadata = admin_client(settings).list_topics(topic, timeout=ADMIN_TIMEOUT_S)
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise StackError(
+            f"topic {topic} does not exist; create the stack's topics first (streamml topics "
+            "create, or streamml up)"
+        )
+    return len(found.partitions)
 
 
 def admin_client(settings: StackSettings) -> AdminClient:
@@ -95,6 +103,8 @@ def consumer_config(settings: StackSettings, group_id: str | None, **extra: Any)
         config["group.id"] = group_id
     else:
         config["group.id"] = "streamml-unassigned"  # librdkafka wants one even for assign()
+    if settings.kafka_debug:
+        config["debug"] = settings.kafka_debug
     config.update(extra)
     return config
 
@@ -107,5 +117,7 @@ def producer_config(settings: StackSettings, **extra: Any) -> dict[str, Any]:
         "linger.ms": 2,
         "compression.type": "none",
     }
+    if settings.kafka_debug:
+        config["debug"] = settings.kafka_debug
     config.update(extra)
     return config

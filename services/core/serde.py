@@ -21,6 +21,7 @@ from services.core.errors import (
     StackError,
     UnknownSchemaError,
 )
+from services.core.flatavro import compile_codec
 from services.core.schemas import Schema, SchemaStore
 from services.core.topics import schema_subject
 
@@ -49,12 +50,15 @@ class SingleObjectCodec:
         self._schema = schema
         self._store = store
         self._header = SINGLE_OBJECT_MAGIC + schema.fingerprint_bytes
+        self._fast = compile_codec(schema.parsed, schema.subject)
 
     @property
     def schema(self) -> Schema:
         return self._schema
 
     def encode(self, record: Record) -> bytes:
+        if self._fast is not None:
+            return self._header + self._fast[0](record)
         out = io.BytesIO()
         out.write(self._header)
         try:
@@ -70,6 +74,8 @@ class SingleObjectCodec:
                 f"expected {SINGLE_OBJECT_MAGIC.hex()})"
             )
         writer_fp = int.from_bytes(data[2:_HEADER_LEN], "little", signed=True)
+        if writer_fp == self._schema.fingerprint and self._fast is not None:
+            return self._fast[1](data, _HEADER_LEN)
         writer = (
             self._schema
             if writer_fp == self._schema.fingerprint

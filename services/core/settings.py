@@ -48,6 +48,9 @@ class StackSettings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1, description="Partitions of every data topic")
     session_timeout_ms: int | None = Field(default=None, ge=1_000)
     fetch_wait_ms: int | None = Field(default=None, ge=0)
+    kafka_debug: str | None = Field(
+        default=None, description="librdkafka debug contexts for every client, e.g. cgrp,eos"
+    )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
     metrics_host: str = Field(default="127.0.0.1", description="0.0.0.0 to be scraped from outside")
 

@@ -11,9 +11,10 @@ RETRAIN = "ml.retrain"
 
 DLQ_SUFFIX = ".dlq"
 SHADOW_SUFFIX = ".shadow"
+CHANGELOG_SUFFIX = ".changelog"
 
 # Topics that share one generic schema: the subject is the schema file's stem.
-_GENERIC_SUBJECTS = {DLQ_SUFFIX: "dlq"}
+_GENERIC_SUBJECTS = {DLQ_SUFFIX: "dlq", CHANGELOG_SUFFIX: "window_entry"}
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,13 @@ class DomainTopics:
     def shadow_predictions(self) -> str:
         return self.predictions + SHADOW_SUFFIX
 
-    def by_entity(self, entity: str) -> str:
-        """The featurizer's own topic of accepted events re-keyed by another entity."""
-        return f"{self.domain}.featurizer.by-{entity}"
+    def by_entity(self, app_id: str, entity: str) -> str:
+        """A featurizer app's own topic of accepted events re-keyed by another entity."""
+        return f"{app_id}.{self.domain}.by-{entity}"
+
+    def windows_changelog(self, app_id: str, entity: str) -> str:
+        """A featurizer app's compacted changelog of one entity's windows (its state)."""
+        return f"{app_id}.{self.domain}.{entity}-windows{CHANGELOG_SUFFIX}"
 
     def data_topics(self) -> tuple[str, ...]:
         return (

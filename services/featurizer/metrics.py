@@ -15,7 +15,7 @@ class FeaturizerMetrics:
     vectors: Counter
     dead_letters: Counter
     duplicates: Counter
-    replayed: Counter
+    restored: Counter
     process_seconds: Histogram
     lag_seconds: Histogram
     write_rows: Histogram
@@ -42,10 +42,10 @@ class FeaturizerMetrics:
                 namespace=ns,
                 registry=registry,
             ),
-            replayed=Counter(
-                names.FEATURIZER_REPLAYED,
-                "Events read again after a restart; their first vector was re-published",
-                ["domain"],
+            restored=Counter(
+                names.FEATURIZER_RESTORED,
+                "Window entries restored from the changelog when partitions were assigned",
+                ["domain", "entity"],
                 namespace=ns,
                 registry=registry,
             ),

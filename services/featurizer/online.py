@@ -1,77 +1,128 @@
-"""Batched writes to the Feast online store.
+"""Batched writes to the Feast online store (Redis), in Feast's own layout.
 
-Rows wait in a buffer that keeps, per entity and feature view, only the newest row by event
-time; a flush writes them all with one Feast call per view. Feast's Redis store compares each
-row's event time with the stored one and skips older rows, so whatever order flushes land in,
-an older value never overwrites a newer one.
+Rows wait in a buffer that keeps, per feature view and entity key, only the newest row by
+event time. A write sends the whole buffer as one server-side script call: for each row,
+Redis compares the row's event time with the ``_ts:<view>`` already stored and writes the
+row only when it is not older. So whatever order writes land in, an older value never
+overwrites a newer one, and the featurizer spends no round trip reading timestamps back.
+Equal times: the later-arrived row counts more events, so it wins (Feast itself would keep
+the first).
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import pandas as pd
+import redis
 
-log = logging.getLogger(__name__)
+from services.features.redis_layout import RedisLayout, ViewLayout
 
 PendingRows = dict[str, dict[str, "OnlineRow"]]
+ROWS_PER_CALL = 2000
+
+# KEYS: one per row. ARGV, per row: seconds, nanos, timestamp field, timestamp bytes,
+# field count n, then n field names and n values. Returns how many rows were written.
+WRITE_NEWER_SCRIPT = """
+local function stored_time(bytes)
+  local seconds, nanos, i = 0, 0, 1
+  while i <= #bytes do
+    local tag = string.byte(bytes, i)
+    i = i + 1
+    local value, scale, b = 0, 1, 128
+    while b >= 128 do
+      b = string.byte(bytes, i)
+      i = i + 1
+      value = value + (b % 128) * scale
+      scale = scale * 128
+    end
+    if tag == 8 then seconds = value elseif tag == 16 then nanos = value end
+  end
+  return seconds, nanos
+end
+local written, a = 0, 1
+for k = 1, #KEYS do
+  local seconds, nanos = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local ts_field, ts_bytes, n = ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+  local first = a + 5
+  a = first + 2 * n
+  local old = redis.call('HGET', KEYS[k], ts_field)
+  local newer = true
+  if old then
+    local s, ns = stored_time(old)
+    newer = seconds > s or (seconds == s and nanos >= ns)
+  end
+  if newer then
+    local args = {ts_field, ts_bytes}
+    for j = first, a - 1 do args[#args + 1] = ARGV[j] end
+    redis.call('HSET', KEYS[k], unpack(args))
+    written = written + 1
+  end
+end
+return written
+"""
 
 
 @dataclass(frozen=True, slots=True)
 class OnlineRow:
-    key_field: str
     key: str
     event_time_ms: int
     values: Mapping[str, float | int | None]
 
 
 class OnlineBuffer:
-    """Collects the newest row per (feature view, entity key) until it is taken for a flush."""
+    """Collects the newest row per (feature view, entity key) until it is taken for a write."""
 
     def __init__(self) -> None:
         self._rows: PendingRows = {}
-        self._count = 0
-        self._since: float | None = None
 
     def add(self, view: str, row: OnlineRow) -> None:
-        rows = self._rows.setdefault(view, {})
+        rows = self._rows.get(view)
+        if rows is None:
+            rows = self._rows[view] = {}
         current = rows.get(row.key)
         if current is None or row.event_time_ms >= current.event_time_ms:
             rows[row.key] = row
-        self._count += 1
-        if self._since is None:
-            self._since = time.monotonic()
 
-    def due(self, max_rows: int, max_age_s: float) -> bool:
-        if self._since is None:
-            return False
-        return self._count >= max_rows or time.monotonic() - self._since >= max_age_s
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self._rows.values())
 
     def take(self) -> PendingRows:
-        rows, self._rows, self._count, self._since = self._rows, {}, 0, None
+        rows, self._rows = self._rows, {}
         return rows
 
 
-def write_rows(store: Any, pending: PendingRows) -> int:
-    """Writes the taken rows, one Feast call per feature view; returns the number of rows."""
-    written = 0
-    for view, rows in pending.items():
-        if not rows:
-            continue
-        frame = pd.DataFrame([_flat(row) for row in rows.values()])
-        store.write_to_online_store(view, frame)
-        written += len(frame)
-    return written
+class OnlineWriter:
+    """Writes taken rows, a script call per ``ROWS_PER_CALL`` rows; returns the rows written."""
 
+    def __init__(
+        self, client: redis.Redis, layout: RedisLayout, views: Mapping[str, ViewLayout]
+    ) -> None:
+        self._script: Any = client.register_script(WRITE_NEWER_SCRIPT)
+        self._layout = layout
+        self._views = views
 
-def _flat(row: OnlineRow) -> dict[str, Any]:
-    return {
-        row.key_field: row.key,
-        "event_time": datetime.fromtimestamp(row.event_time_ms / 1000, tz=UTC),
-        **row.values,
-    }
+    def write(self, pending: PendingRows) -> int:
+        keys: list[bytes] = []
+        args: list[Any] = []
+        written = 0
+        entity_key, timestamp, fields = (
+            self._layout.entity_key,
+            self._layout.timestamp,
+            self._layout.hash_fields,
+        )
+        for view_name, rows in pending.items():
+            view = self._views[view_name]
+            n = len(view.fields)
+            for row in rows.values():
+                seconds, millis = divmod(row.event_time_ms, 1000)
+                keys.append(entity_key(view.key_field, row.key))
+                args += (seconds, millis * 1_000_000, view.ts_field)
+                args += (timestamp(row.event_time_ms), n, *fields(view, row.values))
+                if len(keys) >= ROWS_PER_CALL:
+                    written += int(self._script(keys=keys, args=args))
+                    keys, args = [], []
+        if keys:
+            written += int(self._script(keys=keys, args=args))
+        return written

@@ -1,7 +1,7 @@
 """One event in, one verdict out: a feature vector, a dead letter, or a counted duplicate.
 
-Pure logic over a ``WindowStore``: the faust app backs it with changelogged tables, tests
-with a dict. Nothing here talks to Kafka or Redis.
+Pure logic over a ``WindowStore``: the featurizer backs it with changelogged window tables
+(``state.py``), tests with a dict. Nothing here talks to Kafka or Redis.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ class WindowStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """An event counted in the state, with its vector. ``replayed``: counted before a crash,
-    read again from the same offset; the vector is the one it got the first time."""
+    """An event counted in the state, with its vector. ``newest``: no accepted event of its
+    entity is later, so its features are also the entity's latest (the online row)."""
 
     key: str
     event_time_ms: int
     vector: Record
     features: FeatureValues
-    replayed: bool = False
+    newest: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,21 @@ class EventProcessor:
         self._lateness_ms = _ms(domain.allowed_lateness)
         self._future_ms = _ms(domain.max_future)
         self._past_ms = _ms(domain.max_past)
+        self._key_field = domain.key_field
+        self._event_id_field = domain.event_id_field
+        self._time_field = domain.event_time_field
+        # The vector: the event's id, time, entity keys and passthrough fields, then features.
+        self._copied = tuple(
+            dict.fromkeys(
+                (
+                    domain.event_id_field,
+                    domain.event_time_field,
+                    *(e.key_field for e in domain.entities),
+                    *domain.passthrough,
+                )
+            )
+        )
+        self._vector_features = tuple(f.name for f in domain.vector_features)
 
     def process(
         self, key: bytes | None, value: bytes | None, source: SourcePosition, store: WindowStore
@@ -92,7 +107,7 @@ class EventProcessor:
         problem = self._check(event)
         if problem is not None:
             return reject("check_failed", problem)
-        return self._aggregate(event, f"{source.partition}:{source.offset}", store, reject)
+        return self._aggregate(event, store, reject)
 
     def _check(self, event: Record) -> str | None:
         for check in self.domain.checks:
@@ -112,44 +127,35 @@ class EventProcessor:
     def _aggregate(
         self,
         event: Record,
-        origin: str,
         store: WindowStore,
         reject: Callable[[str, str], Rejected],
     ) -> Verdict:
         domain = self.domain
-        key = str(event[domain.key_field])
-        event_id = str(event[domain.event_id_field])
-        t = int(event[domain.event_time_field])
+        key = str(event[self._key_field])
+        event_id = str(event[self._event_id_field])
+        t = int(event[self._time_field])
         window = store.get(key) or EntityWindow()
         if window.has(event_id):
-            first_origin, emitted = window.first_seen(event_id)
-            if first_origin != origin:
-                return Duplicate(event_id)
-            features = self._aggregator.as_values(emitted)
-            return Accepted(key, t, self._vector(event, features), features, replayed=True)
+            return Duplicate(event_id)
         if window.is_late(t, self._lateness_ms):
             return reject(
                 "late",
                 f"event_time {t} is more than {domain.allowed_lateness} before the latest "
                 f"accepted event time {window.max_time} of {domain.key_field}={key}",
             )
-        features = self._aggregator.add(window, event_id, t, event, origin)
+        features = self._aggregator.add(window, event_id, t, event)
         store.put(key, window)
-        return Accepted(key, t, self._vector(event, features), features)
+        newest = window.event_ids[-1] == event_id
+        return Accepted(key, t, self._vector(event, features), features, newest)
+
+    def latest(self, window: EntityWindow) -> FeatureValues:
+        """The entity's features as of its newest event (see ``EntityAggregator.latest``)."""
+        return self._aggregator.latest(window)
 
     def _vector(self, event: Record, features: FeatureValues) -> Record:
-        domain = self.domain
-        vector: dict[str, Any] = {
-            domain.event_id_field: event[domain.event_id_field],
-            domain.event_time_field: event[domain.event_time_field],
-        }
-        for entity in domain.entities:
-            vector[entity.key_field] = event[entity.key_field]
-        for name in domain.passthrough:
-            vector[name] = event[name]
-        for feature in domain.vector_features:
-            if feature.name in features:
-                vector[feature.name] = features[feature.name]
+        vector: dict[str, Any] = {name: event[name] for name in self._copied}
+        for name in self._vector_features:
+            vector[name] = features.get(name)
         return vector
 
 

@@ -8,21 +8,23 @@ from services.core.settings import StackSettings
 
 
 class FeaturizerSettings(StackSettings):
-    featurizer_online_batch_rows: int = Field(
-        default=500, ge=1, description="Flush the online store when this many rows wait"
-    )
-    featurizer_online_flush_ms: int = Field(
-        default=50, ge=1, description="...or when the oldest waiting row is this old"
-    )
-    featurizer_commit_interval_ms: int = Field(default=500, ge=10)
     featurizer_app_id: str = Field(
         default="streamml-featurizer",
-        description="faust app id: consumer group and changelog-topic prefix; featurizers "
-        "running different --domain sets need different ids",
+        description="Consumer group and transactional-id prefix; featurizers running "
+        "different --domain sets need different ids",
+    )
+    featurizer_instance: str = Field(
+        default="0",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="This instance's name within the group, stable across restarts: its "
+        "transactional id, so a restarted instance aborts what its crashed self left open",
     )
     featurizer_batch_size: int = Field(
-        default=1000, ge=1, description="Most events per micro-batch"
+        default=2000, ge=1, description="Most events per micro-batch"
     )
     featurizer_batch_wait_ms: int = Field(
         default=5, ge=1, description="Longest wait to fill a micro-batch"
+    )
+    featurizer_restore_timeout_s: float = Field(
+        default=120.0, gt=0, description="Longest a changelog restore may take before failing"
     )

@@ -21,53 +21,53 @@ FeatureValues = dict[str, float | int | None]
 class EntityWindow:
     """One entity's recent accepted events, sorted by event time (ties keep arrival order).
 
-    Beside each event it keeps where the event was read (``origins``) and the features it was
-    given (``emitted``): a replay after a crash is recognised by its origin and gets exactly
-    the vector it got the first time, while a producer's retry (same id, another origin) is a
-    duplicate.
+    ``added`` and ``dropped`` journal what changed since the state layer last drained them,
+    so the changelog carries one small record per change, never the whole window.
     """
 
     times: list[int] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
-    values: list[tuple[float, ...]] = field(default_factory=list)
-    origins: list[str | None] = field(default_factory=list)
-    emitted: list[list[float | int | None]] = field(default_factory=list)
-    max_time: int | None = None
+    columns: list[list[float]] = field(default_factory=list)  # one per source field
     pruned_latest: int | None = None
+    added: list[tuple[str, int, tuple[float, ...]]] = field(
+        default_factory=list, repr=False, compare=False
+    )
+    dropped: list[str] = field(default_factory=list, repr=False, compare=False)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "t": self.times,
-            "id": self.event_ids,
-            "v": [list(v) for v in self.values],
-            "o": self.origins,
-            "f": self.emitted,
-            "max": self.max_time,
-            "pruned": self.pruned_latest,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> EntityWindow:
-        return cls(
-            list(data["t"]),
-            list(data["id"]),
-            [tuple(v) for v in data["v"]],
-            list(data["o"]),
-            [list(f) for f in data["f"]],
-            data["max"],
-            data["pruned"],
-        )
+    @property
+    def max_time(self) -> int | None:
+        """The greatest accepted event time: pruning never removes the newest event."""
+        return self.times[-1] if self.times else None
 
     def has(self, event_id: str) -> bool:
         return event_id in self.event_ids
 
-    def first_seen(self, event_id: str) -> tuple[str | None, list[float | int | None]]:
-        """Where an accepted event was read, and the feature values it was given then."""
-        i = self.event_ids.index(event_id)
-        return self.origins[i], self.emitted[i]
-
     def is_late(self, time_ms: int, lateness_ms: int) -> bool:
-        return self.max_time is not None and time_ms < self.max_time - lateness_ms
+        return bool(self.times) and time_ms < self.times[-1] - lateness_ms
+
+    def insert(self, event_id: str, time_ms: int, values: tuple[float, ...]) -> int:
+        """Inserts an event after any of equal time; returns its position."""
+        position = bisect_right(self.times, time_ms)
+        self.times.insert(position, time_ms)
+        self.event_ids.insert(position, event_id)
+        columns = self.columns
+        if not columns:
+            columns.extend([] for _ in values)
+        for column, value in zip(columns, values, strict=True):
+            column.insert(position, value)
+        return position
+
+    def prune_before(self, cut_ms: int) -> None:
+        """Forgets events older than ``cut_ms``, remembering the latest forgotten time."""
+        cut = bisect_left(self.times, cut_ms)
+        if cut:
+            latest = self.times[cut - 1]
+            if self.pruned_latest is None or latest > self.pruned_latest:
+                self.pruned_latest = latest
+            self.dropped.extend(self.event_ids[:cut])
+            del self.times[:cut], self.event_ids[:cut]
+            for column in self.columns:
+                del column[:cut]
 
 
 class EntityAggregator:
@@ -80,58 +80,72 @@ class EntityAggregator:
         )
         self._column = {name: i for i, name in enumerate(self.source_fields)}
         self._retention_ms = int(domain.retention.total_seconds() * 1000)
+        self._plan = tuple(self._step(f) for f in self.features)
+
+    def _step(self, feature: Feature) -> tuple[str, Aggregation, int, int]:
+        """What computing one feature needs, looked up once instead of per event."""
+        if feature.aggregation is Aggregation.SECONDS_SINCE_LAST:
+            return feature.name, feature.aggregation, 0, -1
+        assert feature.window_ms is not None, f"{feature.name} needs a window"
+        if feature.aggregation is Aggregation.COUNT:
+            return feature.name, feature.aggregation, feature.window_ms, -1
+        assert feature.source_field is not None, f"{feature.name} needs a source field"
+        return (
+            feature.name,
+            feature.aggregation,
+            feature.window_ms,
+            self._column[feature.source_field],
+        )
 
     def add(
-        self,
-        window: EntityWindow,
-        event_id: str,
-        time_ms: int,
-        event: Mapping[str, Any],
-        origin: str | None = None,
+        self, window: EntityWindow, event_id: str, time_ms: int, event: Mapping[str, Any]
     ) -> FeatureValues:
         """Adds an accepted event and returns the entity's features as of that event."""
-        position = bisect_right(window.times, time_ms)
-        window.times.insert(position, time_ms)
-        window.event_ids.insert(position, event_id)
-        window.values.insert(position, tuple(float(event[f]) for f in self.source_fields))
-        window.origins.insert(position, origin)
-        result = {f.name: self._compute(f, window, position, time_ms) for f in self.features}
-        window.emitted.insert(position, [result[f.name] for f in self.features])
-        if window.max_time is None or time_ms > window.max_time:
-            window.max_time = time_ms
-        self._prune(window)
+        values = tuple(float(event[f]) for f in self.source_fields)
+        position = window.insert(event_id, time_ms, values)
+        window.added.append((event_id, time_ms, values))
+        result = self.features_at(window, position)
+        window.prune_before(window.times[-1] - self._retention_ms + 1)
         return result
 
-    def as_values(self, emitted: list[float | int | None]) -> FeatureValues:
-        """The stored feature list of an event back as named values."""
-        return {f.name: v for f, v in zip(self.features, emitted, strict=True)}
+    def count(
+        self, window: EntityWindow, event_id: str, time_ms: int, event: Mapping[str, Any]
+    ) -> None:
+        """Adds an accepted event without computing its own features (see ``latest``)."""
+        values = tuple(float(event[f]) for f in self.source_fields)
+        window.insert(event_id, time_ms, values)
+        window.added.append((event_id, time_ms, values))
+        window.prune_before(window.times[-1] - self._retention_ms + 1)
 
-    def _compute(
-        self, feature: Feature, window: EntityWindow, position: int, t: int
-    ) -> float | int | None:
-        if feature.aggregation is Aggregation.SECONDS_SINCE_LAST:
-            previous = window.times[position - 1] if position > 0 else window.pruned_latest
-            return None if previous is None else (t - previous) / 1000.0
-        assert feature.window_ms is not None, f"{feature.name} needs a window"
-        low = bisect_right(window.times, t - feature.window_ms)
-        high = position + 1
-        if feature.aggregation is Aggregation.COUNT:
-            return high - low
-        assert feature.source_field is not None, f"{feature.name} needs a source field"
-        column = self._column[feature.source_field]
-        items = [window.values[i][column] for i in range(low, high)]
-        if feature.aggregation is Aggregation.SUM:
-            return float(sum(items))
-        if feature.aggregation is Aggregation.MEAN:
-            return float(sum(items) / len(items))
-        return float(max(items))
+    def latest(self, window: EntityWindow) -> FeatureValues:
+        """The entity's features as of its newest event, over every event that has arrived:
+        what the online store holds. A late event changes them though it is not the newest."""
+        return self.features_at(window, len(window.times) - 1)
 
-    def _prune(self, window: EntityWindow) -> None:
-        assert window.max_time is not None
-        cut = bisect_left(window.times, window.max_time - self._retention_ms + 1)
-        if cut:
-            window.pruned_latest = max(
-                window.pruned_latest or window.times[cut - 1], window.times[cut - 1]
-            )
-            del window.times[:cut], window.event_ids[:cut], window.values[:cut]
-            del window.origins[:cut], window.emitted[:cut]
+    def features_at(self, window: EntityWindow, position: int) -> FeatureValues:
+        """The features of the event at ``position``, over the events before it in the window."""
+        times = window.times
+        t = times[position]
+        end = position + 1
+        columns = window.columns
+        lows: dict[int, int] = {}
+        result: FeatureValues = {}
+        for name, aggregation, window_ms, column in self._plan:
+            if aggregation is Aggregation.SECONDS_SINCE_LAST:
+                previous = times[position - 1] if position > 0 else window.pruned_latest
+                result[name] = None if previous is None else (t - previous) / 1000.0
+                continue
+            low = lows.get(window_ms)
+            if low is None:
+                low = lows[window_ms] = bisect_right(times, t - window_ms, 0, end)
+            if aggregation is Aggregation.COUNT:
+                result[name] = end - low
+                continue
+            items = columns[column][low:end]
+            if aggregation is Aggregation.SUM:
+                result[name] = float(sum(items))
+            elif aggregation is Aggregation.MEAN:
+                result[name] = float(sum(items) / len(items))
+            else:
+                result[name] = float(max(items))
+        return result

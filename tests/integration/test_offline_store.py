@@ -215,10 +215,10 @@ def logged_event_ids(directory: Path) -> set[str]:
     return set(pq.read_table(directory, columns=["event_id"]).column("event_id").to_pylist())
 
 
-def committed_offsets(stack: StackSettings) -> dict[int, tuple[int, int]]:
-    """(committed, end) per partition of payments.features for the sink's group.
-
-    The end is found by reading: the embedded broker's watermark offsets are not exact.
+def committed_offsets(stack: StackSettings) -> dict[int, tuple[int, int, set[int]]]:
+    """(committed, end, offsets of records) per partition of payments.features for the sink's
+    group. The featurizer writes transactionally, so some offsets hold commit markers, not
+    records. The end is found by reading: the embedded broker's watermark offsets are not exact.
     """
     reader = Consumer(
         {
@@ -234,13 +234,16 @@ def committed_offsets(stack: StackSettings) -> dict[int, tuple[int, int]]:
         committed = {tp.partition: tp.offset for tp in reader.committed(partitions, timeout=10)}
         reader.assign([TopicPartition(FEATURE_TOPIC, p, 0) for p in topic.partitions])
         end = dict.fromkeys(committed, 0)
+        records: dict[int, set[int]] = {p: set() for p in committed}
         idle_since = time.monotonic()
         while time.monotonic() - idle_since < 1.5:
             for message in reader.consume(500, 0.1):
                 if message.error() is None:
-                    end[message.partition()] = message.offset() + 1
+                    partition, offset = int(message.partition() or 0), int(message.offset() or 0)
+                    end[partition] = offset + 1
+                    records[partition].add(offset)
                     idle_since = time.monotonic()
-        return {p: (committed[p], end[p]) for p in committed}
+        return {p: (committed[p], end[p], records[p]) for p in committed}
     finally:
         reader.close()
 
@@ -253,9 +256,10 @@ def test_sigterm_writes_what_was_read_before_committing_it_and_a_restart_goes_on
     directory = log_dir(stack, load_domain(stack.features_dir, "payments"))
     assert not [p.name for p in directory.iterdir() if p.name.startswith(".")]
     written = logged(directory)
-    for partition, (committed, end) in committed_offsets(stack).items():
-        assert committed == end, f"partition {partition}: committed {committed} of {end}"
-        unwritten = set(range(committed)) - written.get(partition, set())
+    for partition, (committed, end, records) in committed_offsets(stack).items():
+        assert committed >= end, f"partition {partition}: committed {committed} of {end}"
+        unwritten = records - written.get(partition, set())
+        # At most the undecodable record the dead-letter test published, which has no row.
         assert len(unwritten) <= 1, f"partition {partition}: committed, not written: {unwritten}"
     assert set(online) <= logged_event_ids(directory)
 

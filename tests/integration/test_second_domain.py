@@ -11,6 +11,7 @@ at those folders. Trips are written and results read with fastavro and the ``.av
 from __future__ import annotations
 
 import random
+import shutil
 import time
 import uuid
 from collections import defaultdict
@@ -35,6 +36,8 @@ pytestmark = pytest.mark.integration
 SECOND_DOMAIN = Path(__file__).resolve().parent / "second_domain"
 FEATURES_DIR = SECOND_DOMAIN / "features"
 SCHEMAS_DIR = SECOND_DOMAIN / "schemas"
+REPOSITORY_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+PLATFORM_SCHEMAS = ("dlq.avsc", "ml.models.avsc", "window_entry.avsc")  # every stack has them
 
 MINUTE_MS = 60_000
 # The rides declaration, spelled again on purpose: the featurizer's output is checked against
@@ -55,7 +58,7 @@ RIDES = load_domain(FEATURES_DIR, "rides")
 TRIPS = OutsideCodec("rides.trips.avsc", SCHEMAS_DIR)
 FEATURES = OutsideCodec("rides.features.avsc", SCHEMAS_DIR)
 PREDICTIONS = OutsideCodec("rides.predictions.avsc", SCHEMAS_DIR)
-DEAD_LETTERS = OutsideCodec("dlq.avsc", SCHEMAS_DIR)
+DEAD_LETTERS = OutsideCodec("dlq.avsc", REPOSITORY_SCHEMAS)
 
 
 class KeyedReader(TopicReader):
@@ -134,12 +137,16 @@ def assert_features_equal(actual: dict[str, Any], expected: dict[str, Any], what
 
 @pytest.fixture(scope="module")
 def rides_stack(stack: StackSettings, tmp_path_factory: pytest.TempPathFactory) -> StackSettings:
-    """The session's broker and Redis, with the rides folders as features and schemas."""
+    """The session's broker and Redis, with the rides folders as features and schemas (the
+    rides schemas beside the platform's own)."""
+    schemas = tmp_path_factory.mktemp("rides-schemas")
+    for path in [*SCHEMAS_DIR.glob("*.avsc"), *(REPOSITORY_SCHEMAS / n for n in PLATFORM_SCHEMAS)]:
+        shutil.copy(path, schemas / path.name)
     settings = stack.model_copy(
         update={
             "home": tmp_path_factory.mktemp("rides-home"),
             "features_dir": FEATURES_DIR,
-            "schemas_dir": SCHEMAS_DIR,
+            "schemas_dir": schemas,
         }
     )
     domains = list(load_domains(FEATURES_DIR).values())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from typing import Any
@@ -90,7 +89,7 @@ def test_state_stays_bounded_on_a_long_stream(
         assert window.max_time is not None
         floor = window.max_time - retention_ms
         assert window.times == [t for t in reference.times_of("card-1") if t > floor]
-        assert len(window.event_ids) == len(window.values) == len(window.times)
+        assert all(len(c) == len(window.times) for c in [window.event_ids, *window.columns])
     held = len(replay.windows["card-1"].times)
     assert held < 900 * 26 / 72 * 1.3  # about a retention's worth, not everything seen
     assert payments.retention.total_seconds() == 25 * 3600
@@ -148,16 +147,16 @@ def test_lateness_bound_is_inclusive(payments: Domain) -> None:
     assert window.is_late(T0 - HOUR_MS - 1, lateness)
 
 
-def test_window_state_survives_json(payments: Domain, make_stream: Any) -> None:
-    """The faust table stores the window as JSON; a restored window computes the same."""
+def test_the_latest_features_count_a_late_event_that_is_not_the_newest(payments: Domain) -> None:
+    """The online row is as of the newest event, over everything that arrived, late or not."""
     aggregator = EntityAggregator(payments, "card")
-    kept, restored = EntityWindow(), EntityWindow()
-    lateness = int(payments.allowed_lateness.total_seconds() * 1000)
-    for event in make_stream(9, n_cards=1):
-        if kept.has(event["event_id"]) or kept.is_late(event["event_time"], lateness):
-            continue
-        restored = EntityWindow.from_json(json.loads(json.dumps(restored.to_json())))
-        assert restored == kept
-        args = (event["event_id"], event["event_time"], event)
-        assert aggregator.add(restored, *args) == aggregator.add(kept, *args)
-    assert kept.pruned_latest is not None  # 30 hours on one card: pruning happened too
+    window = EntityWindow()
+    newest = aggregator.add(window, "b", T0 + 10 * MINUTE_MS, {"amount": 5.0})
+    late = aggregator.add(window, "a", T0, {"amount": 7.0})  # arrives after, happened before
+    assert late["txn_count_1h"] == 1 and newest["txn_count_1h"] == 1
+    latest = aggregator.latest(window)
+    assert latest["txn_count_1h"] == 2
+    assert latest["amount_max_24h"] == 7.0
+    assert latest["seconds_since_last_txn"] == 600.0
+    aggregator.count(window, "c", T0 + 11 * MINUTE_MS, {"amount": 1.0})
+    assert aggregator.latest(window)["txn_count_5m"] == 2

@@ -1,0 +1,59 @@
+"""Reads changelog partitions from the beginning to their end, for a restore.
+
+The end is where the broker says a partition ends (librdkafka's partition-EOF event at the
+last stable offset, read_committed), confirmed by one more quiet poll: the embedded broker's
+high watermark can point inside the last record batch, and records after it still arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from services.core.errors import StackError
+from services.core.kafka import consumer_config
+from services.core.settings import StackSettings
+
+log = logging.getLogger(__name__)
+
+Records = list[tuple[bytes, bytes | None]]
+_BATCH = 10_000
+_QUIET_POLL_S = 0.2
+
+
+def read_changelogs(
+    settings: StackSettings, wanted: Iterable[tuple[str, int]], timeout_s: float
+) -> dict[tuple[str, int], Records]:
+    """Every committed record of the given (topic, partition)s, in offset order, per one."""
+    found: dict[tuple[str, int], Records] = {tp: [] for tp in sorted(set(wanted))}
+    if not found:
+        return found
+    consumer = Consumer(consumer_config(settings, None, **{"enable.partition.eof": True}))
+    try:
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in found])
+        pending = set(found)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            messages = consumer.consume(_BATCH, _QUIET_POLL_S if not pending else 0.05)
+            if not messages and not pending:
+                return found
+            for message in messages:
+                where = (str(message.topic()), int(message.partition() or 0))
+                error = message.error()
+                if error is None:
+                    found[where].append((message.key() or b"", message.value()))
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(where)
+                else:
+                    raise StackError(f"reading changelog {where}: {error}")
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"restoring {sorted(found)} took more than {timeout_s:.0f} s; read "
+                    f"{sum(len(r) for r in found.values())} records, {sorted(pending)} never "
+                    "reached their end"
+                )
+    finally:
+        consumer.close()

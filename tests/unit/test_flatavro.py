@@ -1,0 +1,110 @@
+"""The flat-record Avro codec writes and reads exactly what fastavro does."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from typing import Any
+
+import pytest
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+from services.core.errors import EncodingError, MalformedRecordError
+from services.core.flatavro import compile_codec
+from services.core.schemas import SchemaStore
+
+FLAT = {
+    "type": "record",
+    "name": "Flat",
+    "fields": [
+        {"name": "s", "type": "string"},
+        {"name": "b", "type": "bytes"},
+        {"name": "i", "type": "int"},
+        {"name": "l", "type": "long"},
+        {"name": "f", "type": "float"},
+        {"name": "d", "type": "double"},
+        {"name": "t", "type": "boolean"},
+        {"name": "ns", "type": ["null", "string"]},
+        {"name": "nd", "type": ["double", "null"]},
+        {"name": "a", "type": {"type": "array", "items": "double"}},
+    ],
+}
+
+
+def random_record(rng: random.Random) -> dict[str, Any]:
+    text = "".join(rng.choice("aé€😀z") for _ in range(rng.randrange(0, 200)))
+    return {
+        "s": text,
+        "b": rng.randbytes(rng.randrange(0, 70)),
+        "i": rng.randrange(-(2**31), 2**31),
+        "l": rng.choice([0, 1, -1, 63, 64, -64, -65, 2**63 - 1, -(2**63), rng.randrange(2**40)]),
+        "f": rng.choice([0.0, 1.5, -2.25]),
+        "d": rng.choice([0.0, -0.0, math.inf, -1e300, rng.random()]),
+        "t": rng.random() < 0.5,
+        "ns": rng.choice([None, text]),
+        "nd": rng.choice([None, rng.random()]),
+        "a": [rng.random() for _ in range(rng.randrange(0, 5))],
+    }
+
+
+def fastavro_bytes(schema: Any, record: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    schemaless_writer(out, schema, record)
+    return out.getvalue()
+
+
+def test_flat_records_encode_and_decode_as_fastavro_does() -> None:
+    schema = parse_schema(FLAT)
+    codec = compile_codec(schema, "flat")
+    assert codec is not None
+    encode, decode = codec
+    rng = random.Random(5)
+    for _ in range(500):
+        record = random_record(rng)
+        data = encode(record)
+        assert data == fastavro_bytes(schema, record)
+        assert decode(data, 0) == schemaless_reader(io.BytesIO(data), schema, None)
+
+
+def test_every_flat_schema_in_the_repository_matches_fastavro(schema_store: SchemaStore) -> None:
+    compiled = 0
+    for subject in schema_store.subjects():
+        schema = schema_store.current(subject).parsed
+        if compile_codec(schema, subject) is not None:
+            compiled += 1
+    assert compiled >= 4  # transactions, features, predictions, outcomes, dlq, window entries
+
+
+def test_schemas_that_are_not_flat_are_left_to_fastavro() -> None:
+    nested = {"type": "record", "name": "N", "fields": [{"name": "r", "type": FLAT}]}
+    union = {"type": "record", "name": "U", "fields": [{"name": "u", "type": ["int", "string"]}]}
+    logical = {
+        "type": "record",
+        "name": "L",
+        "fields": [{"name": "t", "type": {"type": "long", "logicalType": "timestamp-millis"}}],
+    }
+    for schema in (nested, union, logical):
+        assert compile_codec(parse_schema(schema), "x") is None
+
+
+def test_bad_bodies_are_malformed_not_crashes() -> None:
+    schema = parse_schema(FLAT)
+    codec = compile_codec(schema, "flat")
+    assert codec is not None
+    encode, decode = codec
+    data = encode(random_record(random.Random(1)))
+    for bad in (data[:-1], data[: len(data) // 2], data + b"\x00", b"", b"\xff" * 12):
+        with pytest.raises(MalformedRecordError, match="flat"):
+            decode(bad, 0)
+
+
+def test_a_record_that_does_not_fit_is_refused_on_encode() -> None:
+    codec = compile_codec(parse_schema(FLAT), "flat")
+    assert codec is not None
+    record = random_record(random.Random(2))
+    for field, value in (("s", 5), ("l", "x"), ("d", None)):
+        with pytest.raises(EncodingError, match=f"flat: field '{field}'"):
+            codec[0]({**record, field: value})
+    with pytest.raises(EncodingError, match="flat: field 's'"):
+        codec[0]({k: v for k, v in record.items() if k != "s"})
