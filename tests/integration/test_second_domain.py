@@ -125,6 +125,21 @@ class ReferenceRides:
             "seconds_since_last_trip": (t - max(earlier)) / 1000.0 if earlier else None,
         }
 
+    def latest(self, driver: str) -> dict[str, Any]:
+        """What the online store holds: as of the driver's newest trip, over every accepted
+        trip, including ones that arrived after the newest (out of order)."""
+        history = self.accepted[driver]
+        t = max(s.time_ms for s in history)
+        hour = [s for s in history if t - HOUR_MS < s.time_ms <= t]
+        earlier = [s.time_ms for s in history if s.time_ms < t]
+        return {
+            "trips_10m": sum(1 for s in history if t - TRIPS_10M_MS < s.time_ms <= t),
+            "fare_sum_1h": sum(s.fare for s in hour),
+            "fare_mean_1h": sum(s.fare for s in hour) / len(hour),
+            "distance_max_1h": max(s.distance_km for s in hour),
+            "seconds_since_last_trip": (t - max(earlier)) / 1000.0 if earlier else None,
+        }
+
 
 def assert_features_equal(actual: dict[str, Any], expected: dict[str, Any], what: str) -> None:
     assert actual["trips_10m"] == expected["trips_10m"], what
@@ -173,7 +188,7 @@ def rides_services(rides_stack: StackSettings, logs_dir: Path) -> Iterator[list[
 class Sent:
     good: list[dict[str, Any]]
     expected: dict[str, dict[str, Any]]  # trip_id -> its features
-    latest: dict[str, dict[str, Any]]  # driver_id -> features of its newest trip
+    latest: dict[str, dict[str, Any]]  # driver_id -> its online row: as of its newest trip
     retry: dict[str, Any]
     bad_fare: dict[str, Any]
     late: dict[str, Any]
@@ -209,17 +224,14 @@ def sent(rides_stack: StackSettings, rides_services: list[ServiceProcess]) -> Se
     }
     reference = ReferenceRides()
     expected: dict[str, dict[str, Any]] = {}
-    newest: dict[str, tuple[int, dict[str, Any]]] = {}
     for trip in [*good, retry, late]:
         features = reference.offer(trip)
         if features is not None:
             expected[trip["trip_id"]] = features
-            if trip["pickup_time"] > newest.get(trip["driver_id"], (-1, {}))[0]:
-                newest[trip["driver_id"]] = (trip["pickup_time"], features)
     assert set(expected) == {t["trip_id"] for t in good}  # the retry and the late one are not
     items = [(t["driver_id"].encode(), TRIPS.encode(t)) for t in [*good, retry, bad_fare, late]]
     publish(rides_stack, "rides.trips", items)
-    latest = {driver: features for driver, (_, features) in newest.items()}
+    latest = {driver: reference.latest(driver) for driver in {t["driver_id"] for t in good}}
     return Sent(good, expected, latest, retry, bad_fare, late)
 
 
