@@ -22,9 +22,10 @@ from confluent_kafka import Consumer, TopicPartition
 from services.bench.procstat import Usage, usage
 from services.cli.run import codecs_for
 from services.core.domains import load_domain
-from services.core.kafka import consumer_config
+from services.core.kafka import consumer_config, create_topics
 from services.core.settings import StackSettings
 from services.demo.pipeline import ServiceProcess, service_env
+from services.featurizer.routes import internal_topics
 from services.featurizer.settings import FeaturizerSettings
 from services.producer.publish import publish_synthetic
 from services.stack import embedded
@@ -56,6 +57,7 @@ def run(base: StackSettings, *, events: int, cards: int) -> FeaturizerResult:
         counter.subscribe([domain.topics.features])
         featurizer = ServiceProcess("featurizer", service_env(settings), home / "featurizer.log")
         app_id = FeaturizerSettings().featurizer_app_id
+        create_topics(settings, internal_topics(settings, domain, app_id))  # what it would
         forwarded = [domain.topics.by_entity(app_id, e.name) for e in domain.secondary_entities]
         progress = CommittedOffsets(settings, app_id, forwarded)
         try:

@@ -15,7 +15,7 @@ def register(commands: Any) -> None:
     featurizer = targets.add_parser(
         "featurizer", help="the featurizer alone: events/s into vectors"
     )
-    featurizer.add_argument("--events", type=int, default=50_000)
+    featurizer.add_argument("--events", type=int, default=100_000)
     featurizer.add_argument("--cards", type=int, default=10_000)
     featurizer.add_argument("--out", type=Path, default=Path(".streamml/bench/featurizer.json"))
     featurizer.set_defaults(handler=cmd_featurizer)

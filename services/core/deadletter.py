@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from services.core.serde import Record
 
 
-@dataclass(frozen=True, slots=True)
-class SourcePosition:
+class SourcePosition(NamedTuple):
+    """Where a record was read. A tuple: built for every record on hot paths."""
+
     topic: str
     partition: int
     offset: int

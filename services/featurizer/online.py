@@ -64,7 +64,7 @@ return written
 """
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per entity and batch: not frozen, which costs more to build
 class OnlineRow:
     key: str
     event_time_ms: int

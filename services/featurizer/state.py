@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from services.core.declarations import Domain
 from services.core.schemas import SchemaStore
@@ -67,8 +67,7 @@ def _zigzag(value: int) -> bytes:
     return bytes(out)
 
 
-@dataclass(frozen=True, slots=True)
-class ChangelogRecord:
+class ChangelogRecord(NamedTuple):
     partition: int
     key: bytes
     value: bytes | None  # None: a tombstone
