@@ -8,6 +8,7 @@ otherwise the connection settings come from ``<home>/stack.env``, written by ``s
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import TypeVar
 
@@ -107,3 +108,8 @@ def load_settings(cls: type[S]) -> S:
         return cls()
     home = Path(os.environ.get(f"{ENV_PREFIX}HOME", ".streamml"))
     return cls(_env_file=home / STACK_ENV_FILE)
+
+
+def host_name() -> str:
+    """This machine's (or container's) name: the default name of a service instance."""
+    return socket.gethostname()

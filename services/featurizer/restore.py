@@ -7,7 +7,6 @@ high watermark can point inside the last record batch, and records after it stil
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable
 
@@ -16,8 +15,6 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from services.core.errors import StackError
 from services.core.kafka import consumer_config
 from services.core.settings import StackSettings
-
-log = logging.getLogger(__name__)
 
 Records = list[tuple[bytes, bytes | None]]
 _BATCH = 10_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from services.core.settings import StackSettings
+from services.core.settings import StackSettings, host_name
 
 
 class FeaturizerSettings(StackSettings):
@@ -14,10 +14,11 @@ class FeaturizerSettings(StackSettings):
         "different --domain sets need different ids",
     )
     featurizer_instance: str = Field(
-        default="0",
+        default_factory=host_name,
         pattern=r"^[A-Za-z0-9._-]+$",
-        description="This instance's name within the group, stable across restarts: its "
-        "transactional id, so a restarted instance aborts what its crashed self left open",
+        description="This instance's name within the group (default: the host name, unique per "
+        "container), stable across restarts: its transactional id, so a restarted instance "
+        "aborts what its crashed self left open. Two instances on one host need their own.",
     )
     featurizer_batch_size: int = Field(
         default=2000, ge=1, description="Most events per micro-batch"

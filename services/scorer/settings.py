@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from services.core.settings import StackSettings
+from services.core.settings import StackSettings, host_name
 
 
 class ScorerSettings(StackSettings):
@@ -15,6 +15,8 @@ class ScorerSettings(StackSettings):
     )
     scorer_threads: int = Field(default=1, ge=1, description="ONNX Runtime intra-op threads")
     scorer_instance: str = Field(
-        default="0", description="Stable per instance: names its transactional producer"
+        default_factory=host_name,
+        description="Stable per instance (default: the host name, unique per container): "
+        "names its transactional producer. Two instances on one host need their own.",
     )
     scorer_dedup_capacity: int = Field(default=1_000_000, ge=1, description="Recent event ids kept")

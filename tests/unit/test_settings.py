@@ -152,3 +152,20 @@ def test_feast_redis_connection(url: str, expected: str) -> None:
 def test_feast_redis_connection_refuses_other_urls(url: str) -> None:
     with pytest.raises(ConfigError, match="redis://"):
         feast_redis_connection(url)
+
+
+def test_each_host_gets_its_own_transactional_ids_by_default(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replicas scaled from one compose service share their settings, not their host names."""
+    import socket
+
+    from services.featurizer.settings import FeaturizerSettings
+    from services.scorer.settings import ScorerSettings
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "replica-7")
+    assert FeaturizerSettings().featurizer_instance == "replica-7"
+    assert ScorerSettings().scorer_instance == "replica-7"
+    monkeypatch.setenv("STREAMML_FEATURIZER_INSTANCE", "a/b")
+    with pytest.raises(ValueError, match="featurizer_instance"):
+        FeaturizerSettings()
