@@ -29,7 +29,11 @@ def long_bytes(value: int) -> bytes:
     """An Avro int or long: zigzag, then a base-128 varint."""
     if 0 <= value < 64:
         return _SMALL[value]
-    n = (value << 1) ^ (value >> 63)
+    return varint((value << 1) ^ (value >> 63))
+
+
+def varint(n: int) -> bytes:
+    """A non-negative integer as a base-128 varint (Avro after zigzag; protobuf as is)."""
     out = bytearray()
     while n > 0x7F:
         out.append(n & 0x7F | 0x80)

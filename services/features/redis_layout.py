@@ -22,6 +22,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from services.core.declarations import Domain
+from services.core.flatavro import varint
 from services.features.feast_objects import feature_view_name
 
 EMPTY_VALUE = ValueProto().SerializeToString()
@@ -106,15 +107,6 @@ def int64_value(value: int) -> bytes:
 def double_value(value: float) -> bytes:
     """``ValueProto(double_val=value)`` serialized."""
     return _DOUBLE_TAG + _pack_double(value)
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def layout_for(store: Any) -> RedisLayout:

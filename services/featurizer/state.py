@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from services.core.declarations import Domain
+from services.core.flatavro import long_bytes
 from services.core.schemas import SchemaStore
 from services.core.serde import SINGLE_OBJECT_MAGIC, SingleObjectCodec
 from services.featurizer.windows import EntityWindow
@@ -42,29 +43,18 @@ class EntryCodec:
         self._decoder = SingleObjectCodec(schema, schemas)
 
     def encode(self, time_ms: int, values: tuple[float, ...]) -> bytes:
-        body = self._header + _zigzag(time_ms)
+        body = self._header + long_bytes(time_ms)
         if values:
             n = len(values)
             packer = _pack_doubles.get(n)
             if packer is None:
                 packer = _pack_doubles[n] = struct.Struct(f"<{n}d")
-            body += _zigzag(n) + packer.pack(*values)
+            body += long_bytes(n) + packer.pack(*values)
         return body + b"\x00"  # the array's end
 
     def decode(self, data: bytes) -> tuple[int, tuple[float, ...]]:
         record = self._decoder.decode(data)
         return int(record["event_time"]), tuple(record["values"])
-
-
-def _zigzag(value: int) -> bytes:
-    """An Avro long: zigzag, then a base-128 varint."""
-    n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 class ChangelogRecord(NamedTuple):

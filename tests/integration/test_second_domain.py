@@ -116,22 +116,18 @@ class ReferenceRides:
             return None
         earlier = [s.time_ms for s in history if s.time_ms <= t]
         history.append(Seen(trip["trip_id"], t, trip["fare"], trip["distance_km"]))
-        hour = [s for s in history if t - HOUR_MS < s.time_ms <= t]
-        return {
-            "trips_10m": sum(1 for s in history if t - TRIPS_10M_MS < s.time_ms <= t),
-            "fare_sum_1h": sum(s.fare for s in hour),
-            "fare_mean_1h": sum(s.fare for s in hour) / len(hour),
-            "distance_max_1h": max(s.distance_km for s in hour),
-            "seconds_since_last_trip": (t - max(earlier)) / 1000.0 if earlier else None,
-        }
+        return self._features(history, t, earlier)
 
     def latest(self, driver: str) -> dict[str, Any]:
         """What the online store holds: as of the driver's newest trip, over every accepted
         trip, including ones that arrived after the newest (out of order)."""
         history = self.accepted[driver]
         t = max(s.time_ms for s in history)
+        return self._features(history, t, [s.time_ms for s in history if s.time_ms < t])
+
+    @staticmethod
+    def _features(history: list[Seen], t: int, earlier: list[int]) -> dict[str, Any]:
         hour = [s for s in history if t - HOUR_MS < s.time_ms <= t]
-        earlier = [s.time_ms for s in history if s.time_ms < t]
         return {
             "trips_10m": sum(1 for s in history if t - TRIPS_10M_MS < s.time_ms <= t),
             "fare_sum_1h": sum(s.fare for s in hour),
