@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from services.core.declarations import Domain
+from services.core.errors import StackError
 from services.core.kafka import consumer_config, create_topics, producer_config
 from services.core.lifecycle import stop_on_signals
 from services.core.serde import CodecFactory
@@ -155,7 +156,14 @@ class Featurizer:
         if not pending:
             return
         started = time.perf_counter()
-        rows = self._writer.write(pending)
+        try:
+            rows = self._writer.write(pending)
+        except redis.RedisError as exc:
+            raise StackError(
+                f"writing {sum(len(r) for r in pending.values())} rows to the online store "
+                f"failed: {exc}. The batch is aborted; a restart processes it again from the "
+                "last committed offsets"
+            ) from exc
         self._metrics.write_seconds.observe(time.perf_counter() - started)
         self._metrics.write_rows.observe(rows)
 

@@ -12,6 +12,7 @@ import pytest
 
 from services.core.deadletter import SourcePosition
 from services.core.domains import load_domain
+from services.core.errors import SerializationError
 from services.core.schemas import SchemaStore
 from services.core.serde import Codec, CodecFactory
 from services.core.settings import StackSettings
@@ -202,3 +203,58 @@ def metric(port: int, prefix: str, wait_s: float = 0.0) -> float:
                 raise
             time.sleep(0.5)
     return sum(float(x.split()[-1]) for x in body.splitlines() if x.startswith(prefix))
+
+
+def test_an_online_store_outage_stops_the_featurizer_and_loses_nothing(
+    stack: StackSettings, logs_dir: Path
+) -> None:
+    """A batch whose online rows cannot be written is aborted whole; a restart redoes it."""
+    codecs = CodecFactory(SchemaStore.from_dir(stack.schemas_dir))
+    events_codec = codecs.for_topic("payments.transactions")
+    vectors_codec = codecs.for_topic("payments.features")
+    prefix = uuid.uuid4().hex[:8]
+    now = int(time.time() * 1000)
+    events = [
+        {
+            "event_id": f"{prefix}-{i}",
+            "card_id": f"outage-card-{prefix}-{i % 3}",
+            "merchant_id": "outage-m",
+            "amount": 10.0 + i,
+            "currency": "EUR",
+            "event_time": now - 60_000 + i,
+        }
+        for i in range(30)
+    ]
+    wanted = {str(e["event_id"]) for e in events}
+    publish(
+        stack,
+        "payments.transactions",
+        [(str(e["card_id"]).encode(), events_codec.encode(e)) for e in events],
+    )
+    group = {"STREAMML_FEATURIZER_APP_ID": f"streamml-featurizer-outage-{prefix}"}
+    down = service_env(stack, {**group, "STREAMML_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    failing = ServiceProcess("featurizer", down, logs_dir / "featurizer-redis-down.log")
+    assert failing.process.wait(timeout=120) == 2, "the featurizer kept running without Redis"
+    assert "online store failed" in (logs_dir / "featurizer-redis-down.log").read_text()
+
+    reader = TopicReader(stack, "payments.features")
+    restarted = ServiceProcess("featurizer", service_env(stack, group), logs_dir / "f-redis-up.log")
+    try:
+        reader.read_until(lambda values: wanted <= set(event_ids(values, vectors_codec)), 120)
+        reader.settle(2.0)
+    finally:
+        assert restarted.stop() == 0
+        reader.close()
+    ids = [i for i in event_ids(reader.values, vectors_codec) if i in wanted]
+    assert sorted(ids) == sorted(wanted), "a vector is missing or was published twice"
+
+
+def event_ids(values: list[bytes], codec: Codec) -> list[str]:
+    """The event ids of the vectors among ``values`` (other tests put foreign bytes there too)."""
+    ids = []
+    for value in values:
+        try:
+            ids.append(str(codec.decode(value)["event_id"]))
+        except SerializationError:
+            continue
+    return ids
