@@ -21,9 +21,9 @@ T0 = 1_767_225_600_000
 
 
 def row(card: str, at_ms: int, count: int, since: float | None = None) -> OnlineRow:
-    values = {
-        "txn_count_5m": count,
-        "txn_count_1h": count,
+    values = {  # all different, so a value under another feature's field would show
+        "txn_count_5m": count + 20,
+        "txn_count_1h": count + 10,
         "txn_count_24h": count,
         "amount_sum_1h": 1.5,
         "amount_mean_24h": 0.25,
