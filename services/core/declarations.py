@@ -146,11 +146,14 @@ class Domain:
         return tuple(f for f in self.features if f.entity == entity)
 
     @cached_property
+    def featurized_entities(self) -> tuple[Entity, ...]:
+        """The entities that have features, in declaration order: one feature view each."""
+        return tuple(e for e in self.entities if self.features_of(e.name))
+
+    @cached_property
     def secondary_entities(self) -> tuple[Entity, ...]:
         """Entities other than the key one that have features: kept in their own partitions."""
-        return tuple(
-            e for e in self.entities if e.name != self.key_entity and self.features_of(e.name)
-        )
+        return tuple(e for e in self.featurized_entities if e.name != self.key_entity)
 
     @cached_property
     def vector_features(self) -> tuple[Feature, ...]:

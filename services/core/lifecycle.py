@@ -19,3 +19,17 @@ def stop_on_signals(stop: Callable[[], None], what: str) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+class StoppableLoop:
+    """A service whose loop runs while ``_running``: ``stop()`` or SIGTERM/SIGINT clears it, and
+    the loop finishes what it is doing (``stopping`` says what, in the log) before it ends."""
+
+    stopping = "finishing the current batch"
+    _running = True
+
+    def stop(self, *_: object) -> None:
+        self._running = False
+
+    def install_signal_handlers(self) -> None:
+        stop_on_signals(self.stop, self.stopping)

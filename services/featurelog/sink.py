@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from services.core.declarations import Domain
 from services.core.errors import ConfigError, SerializationError
 from services.core.kafka import consumer_config, producer_config
-from services.core.lifecycle import stop_on_signals
+from services.core.lifecycle import StoppableLoop
 from services.core.serde import CodecFactory
 from services.core.topics import schema_subject
 from services.featurelog.batch import PendingBatch
@@ -42,7 +42,9 @@ def group_id(domain: Domain) -> str:
     return f"streamml-feature-log-{domain.name}"
 
 
-class FeatureLogSink:
+class FeatureLogSink(StoppableLoop):
+    stopping = "writing the current batch"
+
     def __init__(
         self,
         settings: FeatureLogSettings,
@@ -73,13 +75,6 @@ class FeatureLogSink:
         self._pending = PendingBatch(
             settings.feature_log_batch_rows, settings.feature_log_flush_ms / 1000
         )
-        self._running = True
-
-    def stop(self, *_: object) -> None:
-        self._running = False
-
-    def install_signal_handlers(self) -> None:
-        stop_on_signals(self.stop, "writing the current batch")
 
     def run(self) -> None:
         self._consumer.subscribe([self._topics.features], on_revoke=self._on_revoke)

@@ -29,10 +29,8 @@ def offline_path(offline_dir: Path, domain: Domain, entity: str) -> Path:
 def feast_objects(domains: Iterable[Domain], offline_dir: Path) -> list[Any]:
     objects: list[Any] = []
     for domain in domains:
-        for declared in domain.entities:
+        for declared in domain.featurized_entities:
             features = domain.features_of(declared.name)
-            if not features:
-                continue
             entity = Entity(
                 name=entity_name(domain, declared.name),
                 join_keys=[declared.key_field],

@@ -42,10 +42,8 @@ class ViewLayout:
 def view_layouts(domains: Sequence[Domain]) -> dict[str, ViewLayout]:
     layouts: dict[str, ViewLayout] = {}
     for domain in domains:
-        for entity in domain.entities:
+        for entity in domain.featurized_entities:
             features = domain.features_of(entity.name)
-            if not features:
-                continue
             name = feature_view_name(domain, entity.name)
             layouts[name] = ViewLayout(
                 name=name,

@@ -20,28 +20,26 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from services.core.declarations import Domain
 from services.core.errors import StackError
 from services.core.kafka import consumer_config, create_topics, producer_config
-from services.core.lifecycle import stop_on_signals
+from services.core.lifecycle import StoppableLoop
 from services.core.serde import CodecFactory
+from services.core.transactions import TransactionalProducer
 from services.features.redis_layout import layout_for, view_layouts
 from services.featurizer.metrics import FeaturizerMetrics
 from services.featurizer.online import OnlineBuffer, OnlineWriter
 from services.featurizer.restore import read_changelogs
-from services.featurizer.routes import KeyEntityRoute, Route, build_routes, internal_topics
+from services.featurizer.routes import Route, build_routes, internal_topics
 from services.featurizer.settings import FeaturizerSettings
 
 log = logging.getLogger(__name__)
 
-TRANSACTION_TIMEOUT_S = 30.0
-_QUEUE_FULL_WAIT_S = 0.05
 
-
-class Featurizer:
+class Featurizer(StoppableLoop):
     def __init__(
         self,
         settings: FeaturizerSettings,
@@ -52,44 +50,36 @@ class Featurizer:
     ) -> None:
         self._settings = settings
         self._metrics = FeaturizerMetrics.create(registry)
-        self._routes: dict[str, Route] = {}
-        self._domain_of: dict[str, Domain] = {}
+        self._online = OnlineBuffer()
+        self._writer = OnlineWriter(
+            redis.Redis.from_url(settings.redis), layout_for(feature_store), view_layouts(domains)
+        )
         app_id = settings.featurizer_app_id
+        self._consumer = Consumer(consumer_config(settings, app_id))
+        self._producer = TransactionalProducer(
+            producer_config(
+                settings,
+                **{
+                    "transactional.id": f"{app_id}-{settings.featurizer_instance}",
+                    "linger.ms": 1,
+                    "queue.buffering.max.messages": 1_000_000,
+                },
+            ),
+            self._consumer,
+        )
+        self._send = self._producer.send
+        self._routes: dict[str, Route] = {}
         for domain in domains:
             created = create_topics(settings, internal_topics(settings, domain, app_id))
             if created:
                 log.info("created %s", ", ".join(created))
             for route in build_routes(domain, app_id, codecs, self._metrics, self._send):
                 self._routes[route.topic] = route
-                self._domain_of[route.topic] = domain
-        self._online = OnlineBuffer()
-        self._writer = OnlineWriter(
-            redis.Redis.from_url(settings.redis), layout_for(feature_store), view_layouts(domains)
-        )
-        group = settings.featurizer_app_id
-        self._consumer = Consumer(consumer_config(settings, group))
-        self._producer = Producer(
-            producer_config(
-                settings,
-                **{
-                    "transactional.id": f"{group}-{settings.featurizer_instance}",
-                    "linger.ms": 1,
-                    "queue.buffering.max.messages": 1_000_000,
-                },
-            )
-        )
         self._parked: set[tuple[str, int]] = set()
-        self._running = True
-
-    def stop(self, *_: object) -> None:
-        self._running = False
-
-    def install_signal_handlers(self) -> None:
-        stop_on_signals(self.stop, "finishing the current batch")
 
     def run(self) -> None:
         settings = self._settings
-        self._producer.init_transactions(TRANSACTION_TIMEOUT_S)
+        self._producer.init()
         self._consumer.subscribe(
             list(self._routes),
             on_assign=self._on_assign,
@@ -105,7 +95,7 @@ class Featurizer:
                     self._process(messages)
         finally:
             self._consumer.close()
-            self._producer.flush(TRANSACTION_TIMEOUT_S)
+            self._producer.flush()
 
     def _process(self, messages: list[Any]) -> None:
         started = time.perf_counter()
@@ -121,8 +111,9 @@ class Featurizer:
             offsets[(topic, message.partition())] = message.offset() + 1
         if not offsets:
             return
-        self._producer.begin_transaction()
-        try:
+        # A batch that does not commit leaves the in-memory state ahead of the changelog: the
+        # error stops the process, and its restart restores the state as of the last commit.
+        with self._producer.batch(TopicPartition(t, p, o) for (t, p), o in offsets.items()):
             for topic, batch in by_topic.items():
                 self._routes[topic].handle(batch, self._online)
             for route in self._routes.values():
@@ -130,26 +121,9 @@ class Featurizer:
                 for record in table.drain():
                     self._send(table.topic, record.key, record.value, record.partition)
             self._write_online()
-            self._commit(offsets)
-        except BaseException:
-            self._abort()
-            raise
-        elapsed = time.perf_counter() - started
-        for topic, batch in by_topic.items():
-            if isinstance(self._routes[topic], KeyEntityRoute):
-                name = self._domain_of[topic].name
-                self._metrics.events.labels(name).inc(len(batch))
-                self._metrics.process_seconds.labels(name).observe(elapsed / len(messages))
-
-    def _send(
-        self, topic: str, key: bytes | None, value: bytes | None, partition: int = -1
-    ) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value, key, partition)
-                return
-            except BufferError:  # librdkafka's queue is full: let it drain
-                self._producer.poll(_QUEUE_FULL_WAIT_S)
+        per_event = (time.perf_counter() - started) / len(messages)
+        for topic in by_topic:
+            self._routes[topic].observe_time(per_event)
 
     def _write_online(self) -> None:
         pending = self._online.take()
@@ -167,28 +141,6 @@ class Featurizer:
         self._metrics.write_seconds.observe(time.perf_counter() - started)
         self._metrics.write_rows.observe(rows)
 
-    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        self._producer.send_offsets_to_transaction(
-            [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-            self._consumer.consumer_group_metadata(),
-            TRANSACTION_TIMEOUT_S,
-        )
-        while True:
-            try:
-                self._producer.commit_transaction(TRANSACTION_TIMEOUT_S)
-                return
-            except KafkaException as exc:
-                if not exc.args[0].retriable():
-                    raise
-
-    def _abort(self) -> None:
-        """A batch that did not commit leaves the in-memory state ahead of the changelog: the
-        process stops, and its restart restores the state as of the last committed batch."""
-        try:
-            self._producer.abort_transaction(TRANSACTION_TIMEOUT_S)
-        except KafkaException as exc:
-            log.error("aborting the transaction failed too: %s", exc)
-
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assigned = {(tp.topic, tp.partition) for tp in partitions}
         kept = assigned & self._parked
@@ -196,7 +148,7 @@ class Featurizer:
             self._routes[topic].table.drop(number)
         self._parked.clear()
         to_restore = {
-            (self._routes[topic].table.topic, number): (topic, number)
+            (self._routes[topic].table.topic, number): self._routes[topic]
             for topic, number in assigned - kept
         }
         started = time.perf_counter()
@@ -204,10 +156,9 @@ class Featurizer:
             self._settings, to_restore, self._settings.featurizer_restore_timeout_s
         )
         for (changelog, number), records in changelogs.items():
-            topic = to_restore[(changelog, number)][0]
-            route = self._routes[topic]
-            entries = route.table.restore(number, records)
-            self._metrics.restored.labels(route.table.domain, route.table.entity).inc(entries)
+            table = to_restore[(changelog, number)].table
+            entries = table.restore(number, records)
+            self._metrics.restored.labels(table.domain, table.entity).inc(entries)
         log.info(
             "assigned %d partitions (%d kept, %d restored in %.2f s)",
             len(assigned),

@@ -10,15 +10,16 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer
 from prometheus_client import CollectorRegistry
 
 from services.core.deadletter import SourcePosition
 from services.core.declarations import Domain
 from services.core.kafka import consumer_config, producer_config
-from services.core.lifecycle import stop_on_signals
+from services.core.lifecycle import StoppableLoop
 from services.core.modelstore import ModelStore
 from services.core.serde import CodecFactory
+from services.core.transactions import TransactionalProducer, next_offsets
 from services.scorer.batch import BatchResult, BatchScorer, Incoming
 from services.scorer.dedup import RecentIds
 from services.scorer.follower import RegistryFollower
@@ -28,14 +29,12 @@ from services.scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 
-TRANSACTION_TIMEOUT_S = 30.0
-
 
 def group_id(domain: Domain) -> str:
     return f"streamml-scorer-{domain.name}"
 
 
-class Scorer:
+class Scorer(StoppableLoop):
     def __init__(
         self,
         settings: ScorerSettings,
@@ -56,16 +55,16 @@ class Scorer:
             settings.scorer_threshold,
             RecentIds(settings.scorer_dedup_capacity),
         )
-        self._running = True
         self._consumer = Consumer(consumer_config(settings, group_id(domain)))
-        self._producer = Producer(
+        self._producer = TransactionalProducer(
             producer_config(
                 settings,
                 **{
                     "transactional.id": f"{group_id(domain)}-{settings.scorer_instance}",
                     "linger.ms": 0,
                 },
-            )
+            ),
+            self._consumer,
         )
         self._follower = RegistryFollower(
             settings,
@@ -80,14 +79,8 @@ class Scorer:
     def serving_version(self) -> str:
         return self._serving.version
 
-    def stop(self, *_: object) -> None:
-        self._running = False
-
-    def install_signal_handlers(self) -> None:
-        stop_on_signals(self.stop, "finishing the current batch")
-
     def run(self) -> None:
-        self._producer.init_transactions(TRANSACTION_TIMEOUT_S)
+        self._producer.init()
         self._consumer.subscribe([self._topics.features])
         wait_s = self._settings.scorer_batch_wait_ms / 1000
         log.info("scorer for %s: consuming %s", self._domain.name, self._topics.features)
@@ -120,26 +113,12 @@ class Scorer:
     def _publish(self, batch: list[Incoming], result: BatchResult) -> None:
         predictions = self._codecs.for_topic(self._topics.predictions)
         letters = self._codecs.for_topic(self._topics.features_dlq)
-        producer = self._producer
-        producer.begin_transaction()
-        try:
+        send = self._producer.send
+        with self._producer.batch(next_offsets(item.source for item in batch)):
             for key, record in result.predictions:
-                producer.produce(
-                    self._topics.predictions, key=key, value=predictions.encode(record)
-                )
+                send(self._topics.predictions, key, predictions.encode(record))
             for original_key, letter, _reason in result.dead_letters:
-                producer.produce(
-                    self._topics.features_dlq, key=original_key, value=letters.encode(letter)
-                )
-            producer.send_offsets_to_transaction(
-                _next_offsets(batch),
-                self._consumer.consumer_group_metadata(),
-                TRANSACTION_TIMEOUT_S,
-            )
-            producer.commit_transaction(TRANSACTION_TIMEOUT_S)
-        except KafkaException:
-            producer.abort_transaction(TRANSACTION_TIMEOUT_S)
-            raise
+                send(self._topics.features_dlq, original_key, letters.encode(letter))
 
     def _observe(self, batch: list[Incoming], result: BatchResult) -> None:
         name = self._domain.name
@@ -158,13 +137,5 @@ class Scorer:
     def _close(self) -> None:
         log.info("scorer stopping: flushing and closing")
         self._follower.close()
-        self._producer.flush(10)
+        self._producer.flush()
         self._consumer.close()
-
-
-def _next_offsets(batch: list[Incoming]) -> list[TopicPartition]:
-    latest: dict[tuple[str, int], int] = {}
-    for item in batch:
-        key = (item.source.topic, item.source.partition)
-        latest[key] = max(latest.get(key, -1), item.source.offset)
-    return [TopicPartition(t, p, o + 1) for (t, p), o in latest.items()]
