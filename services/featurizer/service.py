@@ -61,7 +61,7 @@ class Featurizer(StoppableLoop):
                 settings,
                 **{
                     "transactional.id": f"{app_id}-{settings.featurizer_instance}",
-                    "linger.ms": 1,
+                    "linger.ms": settings.featurizer_linger_ms,
                     "queue.buffering.max.messages": 1_000_000,
                 },
             ),

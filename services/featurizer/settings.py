@@ -29,3 +29,11 @@ class FeaturizerSettings(StackSettings):
     featurizer_restore_timeout_s: float = Field(
         default=120.0, gt=0, description="Longest a changelog restore may take before failing"
     )
+    featurizer_linger_ms: int = Field(
+        default=20,
+        ge=0,
+        description="librdkafka linger.ms of the transactional producer. Each batch's commit "
+        "sends what is queued at once, so a longer linger adds no latency; it only spares "
+        "librdkafka's threads sending many small requests while the batch is being built "
+        "(20 against 1: 12.9-16.4k against 6.2-12.6k events per CPU-second, 3 paired runs)",
+    )

@@ -8,8 +8,9 @@ what the longest window plus the allowed lateness can still reach, so it stays b
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from services.core.declarations import Aggregation, Domain, Feature
@@ -79,6 +80,7 @@ class EntityAggregator:
             dict.fromkeys(f.source_field for f in self.features if f.source_field)
         )
         self._column = {name: i for i, name in enumerate(self.source_fields)}
+        self._values = _values_reader(self.source_fields)
         self._retention_ms = int(domain.retention.total_seconds() * 1000)
         self._plan = tuple(self._step(f) for f in self.features)
 
@@ -101,7 +103,7 @@ class EntityAggregator:
         self, window: EntityWindow, event_id: str, time_ms: int, event: Mapping[str, Any]
     ) -> FeatureValues:
         """Adds an accepted event and returns the entity's features as of that event."""
-        values = tuple(float(event[f]) for f in self.source_fields)
+        values = self._values(event)
         position = window.insert(event_id, time_ms, values)
         window.added.append((event_id, time_ms, values))
         result = self.features_at(window, position)
@@ -112,7 +114,7 @@ class EntityAggregator:
         self, window: EntityWindow, event_id: str, time_ms: int, event: Mapping[str, Any]
     ) -> None:
         """Adds an accepted event without computing its own features (see ``latest``)."""
-        values = tuple(float(event[f]) for f in self.source_fields)
+        values = self._values(event)
         window.insert(event_id, time_ms, values)
         window.added.append((event_id, time_ms, values))
         window.prune_before(window.times[-1] - self._retention_ms + 1)
@@ -149,3 +151,15 @@ class EntityAggregator:
             else:
                 result[name] = float(max(items))
         return result
+
+
+def _values_reader(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[float, ...]]:
+    """Reads an event's source fields as floats. Built once: a generator expression per event
+    cost about 6 % of the featurizer's time (py-spy), for what is usually one field."""
+    if not fields:
+        return lambda _event: ()
+    if len(fields) == 1:
+        (name,) = fields
+        return lambda event: (float(event[name]),)
+    getter = itemgetter(*fields)
+    return lambda event: tuple(map(float, getter(event)))
