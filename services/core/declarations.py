@@ -160,9 +160,20 @@ class Domain:
         return tuple(f for f in self.features if f.in_vector)
 
     @cached_property
+    def online_features(self) -> tuple[Feature, ...]:
+        """Features kept only in the online store (payments: the merchant's): a scorer reads
+        them per micro-batch, since the per-event vector does not carry them."""
+        return tuple(f for f in self.features if not f.in_vector)
+
+    @cached_property
     def model_inputs(self) -> tuple[str, ...]:
-        """The model's input columns, in order: the event's own fields, then its features."""
-        return self.passthrough + tuple(f.name for f in self.vector_features)
+        """The model's input columns, in order: the event's own fields, the vector's
+        features, then the features read from the online store."""
+        return (
+            self.passthrough
+            + tuple(f.name for f in self.vector_features)
+            + tuple(f.name for f in self.online_features)
+        )
 
     def input_row(self, vector: Mapping[str, Any], names: tuple[str, ...]) -> list[float]:
         """A vector's model inputs in ``names`` order; nulls become the feature's ``missing``."""
@@ -172,6 +183,12 @@ class Domain:
     @cached_property
     def _fills(self) -> dict[str, float]:
         return {f.name: f.missing for f in self.features}
+
+    @property
+    def feature_ttl(self) -> timedelta:
+        """How old an entity's online row may be, against the time of the event it serves:
+        the Feast feature views' ``ttl``, and the scorer's staleness limit."""
+        return self.retention
 
     @property
     def retention(self) -> timedelta:

@@ -1,4 +1,6 @@
-"""The model artifact store on disk: ``<root>/<model_name>/<version>/{model.onnx,card.json}``.
+"""The model artifact store on disk: ``<root>/<model_name>/<version>/{<artifact>,card.json}``.
+
+The artifact file is ``model.onnx`` unless the caller names another (``model.river.pkl``).
 
 Versions are immutable: an artifact is written once, atomically (temp file, then rename), so a
 scorer never reads half a model. The registry topic carries the artifact's URI and sha256, and
@@ -14,7 +16,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -40,6 +42,15 @@ class StoredArtifact:
     path: Path
 
 
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """A snapshot saved as a new version: its version, its parent, and the stored artifact."""
+
+    version: str
+    parent_version: str
+    artifact: StoredArtifact
+
+
 class ModelStore:
     """Model versions as folders under one root; the folder names are the versions."""
 
@@ -58,14 +69,20 @@ class ModelStore:
         return str(max(self.versions(model_name), default=0) + 1)
 
     def save(
-        self, model_name: str, version: str, artifact_bytes: bytes, card: dict[str, Any]
+        self,
+        model_name: str,
+        version: str,
+        artifact_bytes: bytes,
+        card: dict[str, Any],
+        *,
+        artifact_file: str = ARTIFACT_FILE,
     ) -> StoredArtifact:
         """Writes the artifact and its model card (with ``artifact_uri`` and ``sha256`` added).
 
         Raises ModelError when the version already has an artifact: versions are never rewritten.
         """
         folder = self.root / model_name / version
-        path = (folder / ARTIFACT_FILE).resolve()
+        path = (folder / artifact_file).resolve()
         if path.exists():
             raise ModelError(f"{model_name} version {version} already exists at {path}")
         folder.mkdir(parents=True, exist_ok=True)
@@ -76,6 +93,50 @@ class ModelStore:
         _write_atomically(folder / CARD_FILE, text.encode())
         log.info("saved %s version %s to %s (sha256 %s)", model_name, version, path, stored.sha256)
         return stored
+
+    def card(self, model_name: str, version: str) -> dict[str, Any]:
+        """The version's model card; ModelError when it has none or it is not a JSON object."""
+        path = self.root / model_name / version / CARD_FILE
+        try:
+            card = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ModelError(
+                f"{model_name} version {version} has no model card at {path}"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"the model card {path} cannot be read: {exc}") from exc
+        if not isinstance(card, dict):
+            raise ModelError(f"the model card {path} is not a JSON object")
+        return cast(dict[str, Any], card)
+
+    def save_snapshot(
+        self,
+        model_name: str,
+        parent_version: str,
+        artifact_bytes: bytes,
+        card_updates: dict[str, Any],
+        *,
+        artifact_file: str,
+    ) -> StoredSnapshot:
+        """Saves a further state of an existing version (an online model) as the next version.
+
+        The card is the parent's with ``version`` and ``parent_version`` set and
+        ``card_updates`` merged over it; ``artifact_uri`` and ``sha256`` are the new artifact's.
+        The version folder is claimed with an exclusive mkdir, so two writers never share one.
+        """
+        parent = self.card(model_name, parent_version)
+        for _ in range(100):
+            version = self.next_version(model_name)
+            try:
+                (self.root / model_name / version).mkdir(parents=True, exist_ok=False)
+            except FileExistsError:
+                continue  # another writer claimed it first: take the one after
+            card = {**parent, **card_updates, "version": version, "parent_version": parent_version}
+            stored = self.save(
+                model_name, version, artifact_bytes, card, artifact_file=artifact_file
+            )
+            return StoredSnapshot(version, parent_version, stored)
+        raise ModelError(f"cannot claim a new version of {model_name} under {self.root}")
 
     def load_verified(self, uri: str, sha256: str) -> bytes:
         """The artifact's bytes, after checking they hash to the registered ``sha256``."""

@@ -44,7 +44,7 @@ def feast_objects(domains: Iterable[Domain], offline_dir: Path) -> list[Any]:
             view = FeatureView(
                 name=feature_view_name(domain, declared.name),
                 entities=[entity],
-                ttl=domain.retention,
+                ttl=domain.feature_ttl,
                 schema=[
                     Field(name=f.name, dtype=Int64 if f.is_integer else Float64) for f in features
                 ],

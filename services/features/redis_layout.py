@@ -20,6 +20,7 @@ from typing import Any
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from google.protobuf.timestamp_pb2 import Timestamp as TimestampProto
 
 from services.core.declarations import Domain
 from services.core.flatavro import varint
@@ -110,3 +111,23 @@ def double_value(value: float) -> bytes:
 def layout_for(store: Any) -> RedisLayout:
     """The layout of an open Feast FeatureStore's project."""
     return RedisLayout(store.config.project, store.config.entity_key_serialization_version)
+
+
+def decode_value(data: bytes | None) -> float | int | None:
+    """A stored ``ValueProto``'s number; None for an empty value or a missing field."""
+    if not data:
+        return None
+    proto = ValueProto.FromString(data)
+    kind = proto.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return None
+    number: float | int = getattr(proto, kind)
+    return number
+
+
+def decode_timestamp_ms(data: bytes | None) -> int | None:
+    """A stored ``Timestamp`` in epoch milliseconds; None when the row has none."""
+    if data is None:
+        return None
+    stamp = TimestampProto.FromString(data)
+    return int(stamp.seconds) * 1000 + int(stamp.nanos) // 1_000_000

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 import onnxruntime
 import torch
 
 from services.core.declarations import Domain
-from services.core.modelstore import CARD_FILE, ModelStore
+from services.core.modelstore import ARTIFACT_FILE, CARD_FILE, ModelStore
 from services.producer.synthetic import PaymentsGenerator
-from services.trainer.dataset import Dataset, Matrix, build_dataset, split
+from services.trainer.dataset import Dataset, build_dataset, split
 from services.trainer.export import export_onnx, onnx_session, parity_check
 from services.trainer.model import train_mlp
 
@@ -52,7 +53,9 @@ class TrainedModel:
     card_path: Path
 
 
-def holdout_metrics(y: Matrix, scores: Matrix, threshold: float = 0.5) -> dict[str, float]:
+def holdout_metrics(
+    y: npt.ArrayLike, scores: npt.ArrayLike, threshold: float = 0.5
+) -> dict[str, float]:
     """AUC (rank-based, ties averaged), log loss, precision/recall at ``threshold``, rates."""
     labels = np.asarray(y, dtype=np.float64).ravel()
     p = np.asarray(scores, dtype=np.float64).ravel()
@@ -76,11 +79,11 @@ def holdout_metrics(y: Matrix, scores: Matrix, threshold: float = 0.5) -> dict[s
     }
 
 
-def train_bootstrap(
-    domain: Domain, store: ModelStore, *, seed: int = 7, n_events: int = 60_000, epochs: int = 12
-) -> TrainedModel:
-    """Trains, checks and saves the next version of ``domain.model_name``."""
-    started = time.perf_counter()
+def bootstrap_data(domain: Domain, *, seed: int, n_events: int) -> tuple[Dataset, Dataset, Dataset]:
+    """The bootstrap's synthetic dataset and its seeded train/holdout split: (all, train, holdout).
+
+    Shared by every bootstrap model kind, so they train and are compared on the same rows.
+    """
     generator = PaymentsGenerator(
         seed=seed,
         cards=BOOTSTRAP_CARDS,
@@ -89,37 +92,79 @@ def train_bootstrap(
         rate_per_s=BOOTSTRAP_RATE_PER_S,
     )
     source = f"synthetic PaymentsGenerator seed={seed} n={n_events}"
+    log.info("building the bootstrap dataset: %d synthetic events, seed %d", n_events, seed)
     dataset = build_dataset(domain, generator.events(n_events), source=source)
     train, holdout = split(dataset, 0.2, seed=seed)
+    return dataset, train, holdout
+
+
+def train_bootstrap(
+    domain: Domain, store: ModelStore, *, seed: int = 7, n_events: int = 60_000, epochs: int = 12
+) -> TrainedModel:
+    """Trains, checks and saves the next version of ``domain.model_name``."""
+    started = time.perf_counter()
+    dataset, train, holdout = bootstrap_data(domain, seed=seed, n_events=n_events)
     module = train_mlp(train, epochs=epochs, seed=seed)
     artifact = export_onnx(module, len(dataset.feature_names))
     parity = parity_check(module, artifact, holdout.X[:PARITY_ROWS])
     (scores,) = onnx_session(artifact).run(None, {"features": holdout.X})
     metrics = holdout_metrics(holdout.y, scores)
     version = store.next_version(domain.model_name)
-    card = _model_card(
-        domain,
-        version=version,
-        dataset=dataset,
-        train=train,
-        holdout=holdout,
-        metrics=metrics,
-        parity=parity,
-        seed=seed,
-        epochs=epochs,
+    card = {
+        **base_card(
+            domain,
+            kind="onnx",
+            version=version,
+            dataset=dataset,
+            train=train,
+            holdout=holdout,
+            metrics=metrics,
+            seed=seed,
+        ),
+        "input": {
+            "name": "features",
+            "dtype": "float32",
+            "shape": ["batch", len(dataset.feature_names)],
+        },
+        "output": {"name": "score", "dtype": "float32", "shape": ["batch", 1]},
+        "parity_max_abs_diff": parity,
+        "epochs": epochs,
+        "versions": {
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+    }
+    return save_trained(
+        store, card, artifact, dataset=dataset, started=started, artifact_file=ARTIFACT_FILE
     )
-    stored = store.save(domain.model_name, version, artifact, card)
+
+
+def save_trained(
+    store: ModelStore,
+    card: dict[str, Any],
+    artifact: bytes,
+    *,
+    dataset: Dataset,
+    started: float,
+    artifact_file: str,
+) -> TrainedModel:
+    """Saves a checked artifact and its card (from ``base_card``) as the card's version."""
+    model_name, version, kind = card["model_name"], card["version"], card["kind"]
+    metrics: dict[str, float] = card["metrics"]
+    stored = store.save(model_name, version, artifact, card, artifact_file=artifact_file)
     log.info(
-        "bootstrap %s v%s: holdout auc %.3f in %.1f s",
-        domain.model_name,
+        "bootstrap %s v%s (%s): holdout auc %.3f in %.1f s",
+        model_name,
         version,
+        kind,
         metrics["auc"],
         time.perf_counter() - started,
     )
     return TrainedModel(
-        model_name=domain.model_name,
+        model_name=model_name,
         version=version,
-        kind="onnx",
+        kind=kind,
         artifact_uri=stored.uri,
         sha256=stored.sha256,
         dataset_id=dataset.dataset_id,
@@ -129,28 +174,22 @@ def train_bootstrap(
     )
 
 
-def _model_card(
+def base_card(
     domain: Domain,
     *,
+    kind: str,
     version: str,
     dataset: Dataset,
     train: Dataset,
     holdout: Dataset,
     metrics: dict[str, float],
-    parity: float,
     seed: int,
-    epochs: int,
 ) -> dict[str, Any]:
+    """The model card fields every bootstrap kind has; each kind adds its own."""
     return {
         "model_name": domain.model_name,
         "version": version,
-        "kind": "onnx",
-        "input": {
-            "name": "features",
-            "dtype": "float32",
-            "shape": ["batch", len(dataset.feature_names)],
-        },
-        "output": {"name": "score", "dtype": "float32", "shape": ["batch", 1]},
+        "kind": kind,
         "feature_names": list(dataset.feature_names),
         "dataset_id": dataset.dataset_id,
         "train_dataset_id": train.dataset_id,
@@ -164,14 +203,7 @@ def _model_card(
             "fraud_share": BOOTSTRAP_FRAUD_SHARE,
         },
         "metrics": metrics,
-        "parity_max_abs_diff": parity,
         "seed": seed,
-        "epochs": epochs,
-        "versions": {
-            "torch": torch.__version__,
-            "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__,
-        },
         "created_at": datetime.now(UTC).isoformat(),
         "intended_use": (
             f"Bootstrap scorer for the {domain.name} stream until a model trained on real "

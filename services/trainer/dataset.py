@@ -17,31 +17,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from services.core.declarations import Aggregation, Domain, Feature
+from services.core.declarations import Domain
 from services.featurizer.windows import EntityAggregator, EntityWindow, FeatureValues
 from services.producer.synthetic import LabelledTransaction
 
 Matrix = npt.NDArray[np.float32]
 
-SECONDS_SINCE_LAST_FILL = 86_400.0  # no earlier event known: "a day or more ago"
-
-
-def fill_value(feature: Feature) -> float:
-    """The model input for a feature that has no value (None): declared, so serving agrees."""
-    if feature.aggregation is Aggregation.SECONDS_SINCE_LAST:
-        return SECONDS_SINCE_LAST_FILL
-    return 0.0
-
 
 def model_input_row(
     domain: Domain, event: Mapping[str, Any], features: Mapping[str, float | int | None]
 ) -> list[float]:
-    """One model input vector in ``domain.model_inputs`` order: passthrough fields, features."""
-    row = [float(event[name]) for name in domain.passthrough]
-    for feature in domain.vector_features:
-        value = features[feature.name]
-        row.append(fill_value(feature) if value is None else float(value))
-    return row
+    """One model input vector in ``domain.model_inputs`` order, nulls filled as the scorer
+    fills them (each feature's declared ``missing``): one rule for training and serving."""
+    return domain.input_row({**event, **features}, domain.model_inputs)
 
 
 @dataclass(frozen=True)
@@ -73,10 +61,13 @@ def dataset_id(feature_names: tuple[str, ...], X: Matrix, y: Matrix) -> str:
 def build_dataset(
     domain: Domain, transactions: Iterable[LabelledTransaction], *, source: str
 ) -> Dataset:
-    """Replays ``transactions`` in arrival order; one row per transaction, as of that event."""
+    """Replays ``transactions`` in arrival order; one row per transaction, as of that event.
+
+    Every entity's features count the event itself. Online-only features (the merchant's)
+    are read by the scorer from the online store, which may not have counted the event yet
+    (docs/scorer.md): a difference of at most one featurizer batch."""
     aggregators = {
-        entity: EntityAggregator(domain, entity)
-        for entity in dict.fromkeys(f.entity for f in domain.vector_features)
+        entity.name: EntityAggregator(domain, entity.name) for entity in domain.featurized_entities
     }
     windows: dict[tuple[str, str], EntityWindow] = {}
     rows: list[list[float]] = []

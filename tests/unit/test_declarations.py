@@ -110,7 +110,11 @@ def test_declared_fields_exist_in_the_event_schema(
         assert entity.key_field in events
     assert payments.event_id_field in events and payments.event_time_field in events
     assert payments.label_field in fields_of(schema_store, payments.topics.outcomes)
-    assert payments.model_inputs == ("amount", *(f.name for f in payments.vector_features))
+    assert payments.model_inputs == (
+        "amount",
+        *(f.name for f in payments.vector_features),
+        "merchant_txn_count_1h",
+    )
 
 
 def heuristic_inputs(**changes: float | None) -> dict[str, float | None]:

@@ -76,3 +76,37 @@ def test_a_missing_artifact_names_its_path(tmp_path: Path) -> None:
 def test_only_local_file_uris_are_read(tmp_path: Path, uri: str) -> None:
     with pytest.raises(ModelError, match="file://"):
         ModelStore(tmp_path).load_verified(uri, sha256_hex(ARTIFACT))
+
+
+def test_an_artifact_file_can_be_named(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    stored = store.save("fraud", "1", ARTIFACT, {"kind": "river"}, artifact_file="model.river.pkl")
+    assert stored.path == (tmp_path / "fraud" / "1" / "model.river.pkl").resolve()
+    assert store.load_verified(stored.uri, stored.sha256) == ARTIFACT
+    assert store.card("fraud", "1")["sha256"] == stored.sha256
+    with pytest.raises(ModelError, match="no model card"):
+        store.card("fraud", "2")
+
+
+def test_a_snapshot_is_the_next_version_with_the_parents_card(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.save("fraud", "1", ARTIFACT, {"kind": "river", "seed": 7, "metrics": {"auc": 0.9}})
+    (tmp_path / "fraud" / "2").mkdir()  # claimed by another writer, not yet written
+    snapshot = store.save_snapshot(
+        "fraud", "1", b"learned more", {"online": {"rows": 5}}, artifact_file="model.river.pkl"
+    )
+    assert (snapshot.version, snapshot.parent_version) == ("3", "1")
+    assert store.load_verified(snapshot.artifact.uri, snapshot.artifact.sha256) == b"learned more"
+    card = store.card("fraud", "3")
+    assert card == {
+        "kind": "river",
+        "seed": 7,
+        "metrics": {"auc": 0.9},
+        "online": {"rows": 5},
+        "version": "3",
+        "parent_version": "1",
+        "artifact_uri": snapshot.artifact.uri,
+        "sha256": sha256_hex(b"learned more"),
+    }
+    with pytest.raises(ModelError, match="no model card"):
+        store.save_snapshot("fraud", "9", b"x", {}, artifact_file="model.river.pkl")

@@ -18,7 +18,7 @@ from services.core.modelstore import ModelStore
 from services.core.paths import default_features_dir
 from services.producer.synthetic import LabelledTransaction, PaymentsGenerator
 from services.trainer.bootstrap import holdout_metrics, train_bootstrap
-from services.trainer.dataset import SECONDS_SINCE_LAST_FILL, Dataset, build_dataset, split
+from services.trainer.dataset import Dataset, build_dataset, split
 from services.trainer.export import export_onnx, onnx_session, parity_check
 from services.trainer.model import train_mlp
 
@@ -51,12 +51,13 @@ def _brute_force(domain: Domain, events: tuple[LabelledTransaction, ...], row: i
     """The declared features of ``events[row]``, straight from their definition."""
     event = events[row].record
     t = event["event_time"]
-    history = [e.record for e in events[: row + 1] if e.record["card_id"] == event["card_id"]]
     values = [float(event[name]) for name in domain.passthrough]
-    for feature in domain.vector_features:
+    for feature in (*domain.vector_features, *domain.online_features):
+        key = domain.entity(feature.entity).key_field
+        history = [e.record for e in events[: row + 1] if e.record[key] == event[key]]
         if feature.aggregation is Aggregation.SECONDS_SINCE_LAST:
             earlier = [r["event_time"] for r in history[:-1]]
-            values.append((t - max(earlier)) / 1000.0 if earlier else SECONDS_SINCE_LAST_FILL)
+            values.append((t - max(earlier)) / 1000.0 if earlier else feature.missing)
             continue
         assert feature.window_ms is not None
         amounts = [r["amount"] for r in history if t - feature.window_ms < r["event_time"] <= t]
