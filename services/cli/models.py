@@ -12,17 +12,24 @@ from services.core.errors import ConfigError, RegistryError
 from services.core.modelstore import ModelStore
 from services.core.registry import (
     ARCHIVED,
+    CANARY,
     CANDIDATE,
     CHAMPION,
+    SHADOW,
     ModelVersion,
+    end_trial,
     now_ms,
     promote,
     publish,
     read_registry,
+    stage_trial,
 )
 from services.core.settings import StackSettings, load_settings
 
 from .run import codecs_for
+
+ONNX = "onnx"
+RIVER = "river"
 
 
 def register(commands: Any) -> None:
@@ -35,6 +42,13 @@ def register(commands: Any) -> None:
     )
     train.add_argument("--seed", type=int, default=7)
     train.add_argument("--events", type=int, default=60_000, help="synthetic events to train on")
+    train.add_argument(
+        "--kind",
+        choices=[ONNX, RIVER],
+        default=ONNX,
+        help="onnx: a torch MLP exported to ONNX; river: an online model that goes on "
+        "learning from outcomes while it serves",
+    )
     train.set_defaults(handler=cmd_train)
 
     models = commands.add_parser("models", help="list, promote or roll back model versions")
@@ -49,6 +63,26 @@ def register(commands: Any) -> None:
     back = actions.add_parser("rollback", help="give traffic back to the previous champion")
     back.add_argument("domain")
     back.set_defaults(handler=cmd_rollback)
+    canary = actions.add_parser(
+        "canary",
+        help="let VERSION score a share of the keys (the same key always goes the same way)",
+    )
+    canary.add_argument("domain")
+    canary.add_argument("version")
+    canary.add_argument(
+        "--share", type=float, default=0.1, help="share of entity keys, in (0, 1] (default 0.1)"
+    )
+    canary.set_defaults(handler=cmd_trial, stage=CANARY)
+    shadow = actions.add_parser(
+        "shadow", help="let VERSION score everything, published to the shadow topic only"
+    )
+    shadow.add_argument("domain")
+    shadow.add_argument("version")
+    shadow.set_defaults(handler=cmd_trial, stage=SHADOW, share=0.0)
+    end = actions.add_parser("end", help="send the canary or the shadow back to candidate")
+    end.add_argument("domain")
+    end.add_argument("stage", choices=[CANARY, SHADOW])
+    end.set_defaults(handler=cmd_end_trial)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -56,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     domain = load_domain(settings.features_dir, args.domain)
     if not args.bootstrap:
         raise ConfigError("only --bootstrap training (on synthetic data) exists so far")
-    print(train_and_register(settings, domain, seed=args.seed, events=args.events))
+    print(train_and_register(settings, domain, seed=args.seed, events=args.events, kind=args.kind))
     return 0
 
 
@@ -70,9 +104,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for v in versions:
         auc = v.metrics.get("auc")
         shown = "-" if auc is None else f"{auc:.4f}"
-        print(
-            f"{v.model_name}\t{v.version}\t{v.stage}\t{v.dataset_id}\tauc={shown}\t{v.sha256[:12]}"
-        )
+        stage = f"{v.stage}({v.traffic_share:g})" if v.stage == CANARY else v.stage
+        print(f"{v.model_name}\t{v.version}\t{stage}\t{v.dataset_id}\tauc={shown}\t{v.sha256[:12]}")
     return 0
 
 
@@ -101,11 +134,38 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_and_register(settings: StackSettings, domain: Domain, *, seed: int, events: int) -> str:
-    """Trains on synthetic data, registers the version as a candidate; returns the version."""
-    from services.trainer.bootstrap import train_bootstrap
+def cmd_trial(args: argparse.Namespace) -> int:
+    settings = load_settings(StackSettings)
+    domain = load_domain(settings.features_dir, args.domain)
+    staged = stage_trial(
+        settings, codecs_for(settings), domain.model_name, args.version, args.stage, args.share
+    )
+    share = f" on {staged.traffic_share:.0%} of the keys" if args.stage == CANARY else ""
+    print(f"{staged.key} is now the {args.stage}{share}")
+    return 0
 
-    trained = train_bootstrap(domain, ModelStore(settings.models_dir), seed=seed, n_events=events)
+
+def cmd_end_trial(args: argparse.Namespace) -> int:
+    settings = load_settings(StackSettings)
+    domain = load_domain(settings.features_dir, args.domain)
+    ended = end_trial(settings, codecs_for(settings), domain.model_name, args.stage)
+    print(f"{ended.key} is a {CANDIDATE} again")
+    return 0
+
+
+def train_and_register(
+    settings: StackSettings, domain: Domain, *, seed: int, events: int, kind: str = ONNX
+) -> str:
+    """Trains on synthetic data, registers the version as a candidate; returns the version."""
+    store = ModelStore(settings.models_dir)
+    if kind == RIVER:
+        from services.trainer.river_bootstrap import train_river_bootstrap
+
+        trained = train_river_bootstrap(domain, store, seed=seed, n_events=events)
+    else:
+        from services.trainer.bootstrap import train_bootstrap
+
+        trained = train_bootstrap(domain, store, seed=seed, n_events=events)
     created = now_ms()
     record = ModelVersion(
         model_name=trained.model_name,

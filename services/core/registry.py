@@ -23,6 +23,8 @@ from services.core.settings import StackSettings
 from services.core.topics import MODELS
 
 CHAMPION = "champion"
+CANARY = "canary"
+SHADOW = "shadow"
 CANDIDATE = "candidate"
 ARCHIVED = "archived"
 READ_TIMEOUT_S = 10.0
@@ -42,6 +44,7 @@ class ModelVersion:
     metrics: dict[str, float] = field(default_factory=dict)
     created_at: int = 0
     updated_at: int = 0
+    traffic_share: float = 0.0  # canary only: the share of entity keys it scores
 
     @property
     def key(self) -> str:
@@ -54,8 +57,8 @@ class ModelVersion:
     def from_record(cls, record: dict[str, Any]) -> ModelVersion:
         return cls(**{k: record[k] for k in cls.__dataclass_fields__})
 
-    def staged(self, stage: str) -> ModelVersion:
-        return replace(self, stage=stage, updated_at=now_ms())
+    def staged(self, stage: str, traffic_share: float = 0.0) -> ModelVersion:
+        return replace(self, stage=stage, traffic_share=traffic_share, updated_at=now_ms())
 
 
 def now_ms() -> int:
@@ -88,7 +91,17 @@ class RegistryView:
         return found
 
     def champion(self, model_name: str) -> ModelVersion | None:
-        return next((v for v in reversed(self.versions(model_name)) if v.stage == CHAMPION), None)
+        return self.in_stage(model_name, CHAMPION)
+
+    def canary(self, model_name: str) -> ModelVersion | None:
+        return self.in_stage(model_name, CANARY)
+
+    def shadow(self, model_name: str) -> ModelVersion | None:
+        return self.in_stage(model_name, SHADOW)
+
+    def in_stage(self, model_name: str, stage: str) -> ModelVersion | None:
+        """The newest version in ``stage`` (the registry's writers keep one per stage)."""
+        return next((v for v in reversed(self.versions(model_name)) if v.stage == stage), None)
 
 
 def read_records(settings: StackSettings, codecs: CodecFactory) -> Iterator[ModelVersion]:
@@ -109,7 +122,13 @@ def read_records(settings: StackSettings, codecs: CodecFactory) -> Iterator[Mode
             message = consumer.poll(IDLE_S)
             if message is None:
                 # The embedded broker reports a high watermark that can be short of the last
-                # record (docs/operations.md): past the reported end, quiet means done.
+                # record (docs/operations.md): past the reported end, quiet means done. A
+                # transaction's commit marker takes an offset no record has, so a reader's
+                # position at or past the end counts as having passed it.
+                positions = consumer.position([TopicPartition(MODELS, p) for p in remaining])
+                for tp in positions:
+                    if tp.offset >= ends[tp.partition]:
+                        passed_end[tp.partition] = True
                 remaining = {p for p in remaining if not passed_end.get(p)}
                 continue
             if message.error() is not None:
@@ -159,3 +178,42 @@ def promote(
         changes.append(current.staged(ARCHIVED))
     publish(settings, codecs, changes)
     return changes[0]
+
+
+def stage_trial(
+    settings: StackSettings,
+    codecs: CodecFactory,
+    model_name: str,
+    version: str,
+    stage: str,
+    traffic_share: float = 0.0,
+) -> ModelVersion:
+    """Puts ``version`` on trial as the canary (scoring ``traffic_share`` of the keys) or the
+    shadow (scoring everything, published only to the shadow topic). A version already in
+    that stage goes back to candidate, in the same transaction."""
+    if stage not in (CANARY, SHADOW):
+        raise RegistryError(f"a trial stage is {CANARY} or {SHADOW}, not {stage!r}")
+    if stage == CANARY and not 0.0 < traffic_share <= 1.0:
+        raise RegistryError(f"a canary's traffic share is in (0, 1], not {traffic_share}")
+    view = read_registry(settings, codecs)
+    target = view.get(model_name, version)
+    if target.stage == CHAMPION:
+        raise RegistryError(f"{target.key} is the champion; it cannot also be the {stage}")
+    changes = [target.staged(stage, traffic_share if stage == CANARY else 0.0)]
+    current = view.in_stage(model_name, stage)
+    if current is not None and current.version != version:
+        changes.append(current.staged(CANDIDATE))
+    publish(settings, codecs, changes)
+    return changes[0]
+
+
+def end_trial(
+    settings: StackSettings, codecs: CodecFactory, model_name: str, stage: str
+) -> ModelVersion:
+    """Sends the version in ``stage`` (canary or shadow) back to candidate."""
+    current = read_registry(settings, codecs).in_stage(model_name, stage)
+    if current is None:
+        raise RegistryError(f"{model_name} has no {stage}")
+    changed = current.staged(CANDIDATE)
+    publish(settings, codecs, [changed])
+    return changed

@@ -67,3 +67,17 @@ def by_event_id(
         if record["event_id"] in wanted:
             found.setdefault(record["event_id"], []).append(record)
     return found
+
+
+def clear_trials(settings: StackSettings, model_name: str) -> None:
+    """Sends any canary or shadow another test left behind back to candidate, so a test that
+    expects the champion alone gets it (the session shares one registry)."""
+    from services.core.registry import CANARY, SHADOW, end_trial, read_registry
+    from services.core.schemas import SchemaStore
+    from services.core.serde import CodecFactory
+
+    codecs = CodecFactory(SchemaStore.from_dir(settings.schemas_dir))
+    view = read_registry(settings, codecs)
+    for stage in (CANARY, SHADOW):
+        if view.in_stage(model_name, stage) is not None:
+            end_trial(settings, codecs, model_name, stage)

@@ -37,7 +37,12 @@ SECOND_DOMAIN = Path(__file__).resolve().parent / "second_domain"
 FEATURES_DIR = SECOND_DOMAIN / "features"
 SCHEMAS_DIR = SECOND_DOMAIN / "schemas"
 REPOSITORY_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
-PLATFORM_SCHEMAS = ("dlq.avsc", "ml.models.avsc", "window_entry.avsc")  # every stack has them
+PLATFORM_SCHEMAS = (  # every stack has them
+    "dlq.avsc",
+    "ml.models.avsc",
+    "ml.models.events.avsc",
+    "window_entry.avsc",
+)
 
 MINUTE_MS = 60_000
 # The rides declaration, spelled again on purpose: the featurizer's output is checked against

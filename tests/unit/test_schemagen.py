@@ -35,9 +35,9 @@ from services.core.schemagen import (
 from services.core.schemas import SchemaStore
 from services.core.serde import CodecFactory
 from services.featurizer.processor import Accepted, EventProcessor
-from services.scorer.batch import BatchScorer, Incoming
+from services.scorer.batch import BatchScorer, Incoming, ModelCaller, VectorScorer
 from services.scorer.dedup import RecentIds
-from services.scorer.serving import heuristic_serving
+from services.scorer.serving import Lineup, heuristic_serving
 
 SECOND_DOMAIN = Path(__file__).resolve().parent.parent / "integration" / "second_domain"
 RIDES_FEATURES = SECOND_DOMAIN / "features"
@@ -245,13 +245,13 @@ def test_a_rides_event_becomes_a_features_record_and_a_prediction(rides: Domain)
     assert last["trips_10m"] == 2 and last["seconds_since_last_trip"] == 30.0
     assert last["fare_sum_1h"] == 42.0 and last["distance_max_1h"] == 11.0
 
-    scorer = BatchScorer(rides, codecs.for_topic(topics.features), 0.5, RecentIds(100))
-    fallback = heuristic_serving(rides)
+    vector_scorer = VectorScorer(rides, 0.5, None, ModelCaller(timeout_ms=0))
+    scorer = BatchScorer(rides, codecs.for_topic(topics.features), vector_scorer, RecentIds(100))
     batch = [
         Incoming(b"driver-7", v, SourcePosition(topics.features, 0, i))
         for i, v in enumerate(vectors)
     ]
-    result = scorer.score(batch, fallback, fallback)
+    result = scorer.score(batch, Lineup(heuristic_serving(rides)))
     assert result.dead_letters == []
     predictions = codecs.for_topic(topics.predictions)
     decoded = [predictions.decode(predictions.encode(p)) for _, p in result.predictions]

@@ -19,7 +19,7 @@ from services.core.errors import (
 )
 from services.core.schemas import SchemaStore, crc64_fingerprint
 from services.core.serde import CodecFactory
-from services.core.topics import MODELS, DomainTopics, schema_subject
+from services.core.topics import MODEL_EVENTS, MODELS, DomainTopics, schema_subject
 
 T = 1_767_225_600_000
 
@@ -81,9 +81,24 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "metrics": {"auc": 0.91, "recall": 0.5},
         "created_at": T,
         "updated_at": T + 1,
+        "traffic_share": 0.0,
+    },
+    "ml.models.events": {
+        "model_name": "payments-fraud",
+        "version": "4",
+        "role": "canary",
+        "outcome": "refused",
+        "reason": "model artifact /models/payments-fraud/4/model.onnx does not exist",
+        "sha256": "cd" * 32,
+        "service": "scorer/host-1",
+        "at": T,
     },
 }
-TOPICS = (*DomainTopics.for_domain("payments", "transactions").data_topics(), MODELS)
+TOPICS = (
+    *DomainTopics.for_domain("payments", "transactions").data_topics(),
+    MODELS,
+    MODEL_EVENTS,
+)
 
 
 # --- fingerprints and framing ---------------------------------------------------------------
