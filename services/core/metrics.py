@@ -24,10 +24,18 @@ SCORER_PREDICTIONS = "scorer_predictions"  # _total, by model_version and served
 SCORER_BATCH_SIZE = "scorer_batch_size"
 SCORER_INFERENCE_SECONDS = "scorer_inference_seconds"
 SCORER_END_TO_END_SECONDS = "scorer_end_to_end_seconds"
+SCORER_COMMIT_SECONDS = "scorer_commit_seconds"
 SCORER_DLQ = "scorer_dlq"  # _total, by reason
 SCORER_DUPLICATES = "scorer_duplicates"  # _total
 SCORER_MODEL_LOADS = "scorer_model_loads"  # _total, by outcome
 SCORER_FALLBACKS = "scorer_fallbacks"  # _total, by cause
+SCORER_OUTCOMES = "scorer_outcomes"  # _total, by result (learned, unknown, duplicate, ...)
+SCORER_SNAPSHOTS = "scorer_model_snapshots"  # _total: online models saved and registered
+SCORER_LAG = "scorer_consumer_lag"  # records behind the end, by partition
+SCORER_HTTP_REQUESTS = "scorer_http_requests"  # _total, by route and status
+SCORER_HTTP_SECONDS = "scorer_http_request_seconds"  # by route
+SCORER_HTTP_PREDICTIONS = "scorer_http_predictions"  # _total, by model_version and served_by
+SCORER_HTTP_FALLBACKS = "scorer_http_fallbacks"  # _total, by cause
 
 LATENCY_BUCKETS = (
     0.001,

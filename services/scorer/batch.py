@@ -1,9 +1,17 @@
-"""Turning one micro-batch of feature records into predictions (no Kafka here)."""
+"""Scoring feature vectors: one call per model per micro-batch, and never an event dropped.
+
+``VectorScorer`` is the one way a vector becomes a prediction, shared by the stream, the HTTP
+endpoint and ``score-batch`` so the three agree by construction. ``BatchScorer`` adds what the
+stream needs around it: decoding, dead letters and deduplication by event id.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,12 +21,17 @@ from services.core.declarations import Domain
 from services.core.errors import SerializationError
 from services.core.serde import Codec, Record
 from services.scorer.dedup import RecentIds
-from services.scorer.runtimes import Matrix
-from services.scorer.serving import FALLBACK, Serving
+from services.scorer.online import MISSING_FEATURE, OnlineFeatureReader
+from services.scorer.runtimes import Matrix, Scores
+from services.scorer.serving import Lineup, Serving, heuristic_serving
 
 log = logging.getLogger(__name__)
 
 SERVICE = "scorer"
+NO_MODEL = "no_model"
+MODEL_ERROR = "model_error"
+MODEL_TIMEOUT = "model_timeout"
+NON_FINITE_SCORE = "non_finite_score"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,46 +42,245 @@ class Incoming:
 
 
 @dataclass
-class BatchResult:
+class Scored:
+    """Predictions (in input order) and shadow predictions of some vectors."""
+
     predictions: list[tuple[bytes, Record]] = field(default_factory=list)
+    shadow: list[tuple[bytes, Record]] = field(default_factory=list)
+    fallback_causes: dict[str, int] = field(default_factory=dict)
+    # What each learning model (river) scored: (serving, event ids, rows).
+    inputs: list[tuple[Serving, list[str], Matrix]] = field(default_factory=list)
+
+    def count_fallback(self, cause: str, n: int) -> None:
+        self.fallback_causes[cause] = self.fallback_causes.get(cause, 0) + n
+
+
+@dataclass
+class BatchResult(Scored):
     dead_letters: list[tuple[bytes | None, Record, str]] = field(default_factory=list)
     duplicates: int = 0
-    fallback_causes: dict[str, int] = field(default_factory=dict)
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class ModelCaller:
+    """Runs a model on a batch with a time limit; a model that overruns is given up on (its
+    thread is left to finish) and the batch goes to the heuristic."""
+
+    def __init__(self, timeout_ms: int) -> None:
+        self._timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="model")
+
+    def predict(self, serving: Serving, rows: Matrix) -> Scores:
+        if self._timeout_s is None:
+            return serving.runtime.predict(rows)
+        future = self._pool.submit(serving.runtime.predict, rows)
+        try:
+            return future.result(self._timeout_s)
+        except FutureTimeout:
+            # The stuck call keeps its thread; later batches get a fresh one.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="model")
+            raise
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class VectorScorer:
+    """Feature vectors in, one prediction each out, by the line-up's routing."""
+
+    def __init__(
+        self,
+        domain: Domain,
+        threshold: float,
+        online: OnlineFeatureReader | None,
+        caller: ModelCaller,
+    ) -> None:
+        self._domain = domain
+        self._threshold = threshold
+        self._online = online
+        self._caller = caller
+        self._fallback = heuristic_serving(domain)
+        self._online_names = frozenset(online.feature_names) if online else frozenset()
+
+    def score(self, keyed: Sequence[tuple[bytes, Record]], lineup: Lineup) -> Scored:
+        """``keyed``: (entity key bytes, vector). Vectors get their online features added."""
+        result = Scored()
+        if not keyed:
+            return result
+        vectors = [v for _, v in keyed]
+        problems: list[str | None] = (
+            self._online.enrich(vectors) if self._online else [None] * len(vectors)
+        )
+        used: list[Serving] = [self._fallback] * len(keyed)
+        scores: list[float] = [0.0] * len(keyed)
+        groups, fallback_rows = self._assign(keyed, problems, lineup, result)
+        for serving, rows in groups.values():
+            got = self._run(serving, [vectors[i] for i in rows], result)
+            if got is None:
+                fallback_rows += rows
+                continue
+            for i, score in zip(rows, got, strict=True):
+                scores[i], used[i] = score, serving
+        if fallback_rows:
+            fallback_rows.sort()
+            matrix = self._matrix(self._fallback, [vectors[i] for i in fallback_rows])
+            for i, score in zip(fallback_rows, self._fallback.runtime.predict(matrix), strict=True):
+                scores[i] = float(score)
+        predicted_at = now_ms()
+        result.predictions = [
+            (key, self._prediction(vector, used[i], scores[i], predicted_at))
+            for i, (key, vector) in enumerate(keyed)
+        ]
+        if lineup.shadow is not None:
+            self._shadow(keyed, problems, lineup.shadow, predicted_at, result)
+        return result
+
+    def _assign(
+        self,
+        keyed: Sequence[tuple[bytes, Record]],
+        problems: list[str | None],
+        lineup: Lineup,
+        result: Scored,
+    ) -> tuple[dict[int, tuple[Serving, list[int]]], list[int]]:
+        """Which model scores each vector (by key), and which go to the heuristic and why."""
+        groups: dict[int, tuple[Serving, list[int]]] = {}
+        fallback_rows: list[int] = []
+        for i, (key, _) in enumerate(keyed):
+            serving = lineup.route(key)
+            if not serving.is_model:
+                fallback_rows.append(i)
+                result.count_fallback(NO_MODEL, 1)
+                continue
+            problem = problems[i] if self._needs_online(serving) else None
+            if problem is not None:
+                fallback_rows.append(i)
+                result.count_fallback(problem, 1)
+            else:
+                groups.setdefault(id(serving), (serving, []))[1].append(i)
+        return groups, fallback_rows
+
+    def _needs_online(self, serving: Serving) -> bool:
+        return not self._online_names.isdisjoint(serving.runtime.feature_names)
+
+    def _run(self, serving: Serving, vectors: list[Record], result: Scored) -> list[float] | None:
+        """The model's scores, or None (counted by cause) when the heuristic must score them."""
+        try:
+            matrix = self._matrix(serving, vectors)
+            scores = self._caller.predict(serving, matrix)
+            if np.isfinite(scores).all():
+                listed: list[float] = scores.tolist()
+                self._keep_inputs(serving, vectors, matrix, result)
+                return listed
+            cause = NON_FINITE_SCORE
+        except KeyError:  # a vector without an input the model needs
+            cause = MISSING_FEATURE
+        except FutureTimeout:
+            log.error(
+                "model %s overran its time limit; the heuristic scores the batch", serving.version
+            )
+            cause = MODEL_TIMEOUT
+        except Exception:
+            log.exception("model %s failed on a batch; the heuristic scores it", serving.version)
+            cause = MODEL_ERROR
+        result.count_fallback(cause, len(vectors))
+        return None
+
+    def _shadow(
+        self,
+        keyed: Sequence[tuple[bytes, Record]],
+        problems: list[str | None],
+        shadow: Serving,
+        predicted_at: int,
+        result: Scored,
+    ) -> None:
+        """The shadow scores what it can; it never changes what consumers get."""
+        ready = [
+            kv
+            for kv, problem in zip(keyed, problems, strict=True)
+            if problem is None or not self._needs_online(shadow)
+        ]
+        if not ready:
+            return
+        try:
+            matrix = self._matrix(shadow, [v for _, v in ready])
+            scores = self._caller.predict(shadow, matrix)
+        except Exception:
+            log.exception(
+                "shadow model %s failed on a batch; no shadow predictions", shadow.version
+            )
+            return
+        result.shadow = [
+            (key, self._prediction(vector, shadow, float(score), predicted_at))
+            for (key, vector), score in zip(ready, scores.tolist(), strict=True)
+            if np.isfinite(score)
+        ]
+        self._keep_inputs(shadow, [v for _, v in ready], matrix, result)
+
+    def _keep_inputs(
+        self, serving: Serving, vectors: list[Record], matrix: Matrix, result: Scored
+    ) -> None:
+        """What a model that learns from outcomes scored; nothing for the others (ONNX)."""
+        if serving.learns:
+            ids = [str(v[self._domain.event_id_field]) for v in vectors]
+            result.inputs.append((serving, ids, matrix))
+
+    def _prediction(self, vector: Record, used: Serving, score: float, at_ms: int) -> Record:
+        domain = self._domain
+        return {
+            "event_id": vector[domain.event_id_field],
+            domain.key_field: vector[domain.key_field],
+            "model_name": used.model_name,
+            "model_version": used.version,
+            "score": float(score),
+            "decision": bool(score >= self._threshold),
+            "served_by": used.served_by,
+            "event_time": vector[domain.event_time_field],
+            "predicted_at": at_ms,
+        }
+
+    def _matrix(self, serving: Serving, vectors: list[Record]) -> Matrix:
+        names = serving.runtime.feature_names
+        return np.array([self._domain.input_row(v, names) for v in vectors], dtype=np.float32)
+
+
 class BatchScorer:
-    def __init__(self, domain: Domain, codec: Codec, threshold: float, seen: RecentIds) -> None:
+    """One consumed micro-batch: decode, drop already-predicted events, score the rest."""
+
+    def __init__(
+        self, domain: Domain, codec: Codec, vectors: VectorScorer, seen: RecentIds
+    ) -> None:
         self._domain = domain
         self._codec = codec
-        self._threshold = threshold
-        self._seen = seen
+        self._vectors = vectors
+        self.seen = seen
 
-    def score(self, batch: list[Incoming], serving: Serving, fallback: Serving) -> BatchResult:
+    def score(self, batch: list[Incoming], lineup: Lineup) -> BatchResult:
         result = BatchResult()
-        vectors: list[tuple[bytes, Record]] = []
+        keyed: list[tuple[bytes, Record]] = []
         in_batch: set[str] = set()
         for item in batch:
             vector = self._decode(item, result)
             if vector is None:
                 continue
             event_id = str(vector[self._domain.event_id_field])
-            if event_id in self._seen or event_id in in_batch:
+            if event_id in self.seen or event_id in in_batch:
                 result.duplicates += 1
                 continue
             in_batch.add(event_id)
-            vectors.append((item.key or str(vector[self._domain.key_field]).encode(), vector))
-        if vectors:
-            self._predict(vectors, serving, fallback, result)
+            keyed.append((item.key or str(vector[self._domain.key_field]).encode(), vector))
+        scored = self._vectors.score(keyed, lineup)
+        result.predictions, result.shadow = scored.predictions, scored.shadow
+        result.fallback_causes, result.inputs = scored.fallback_causes, scored.inputs
         return result
 
     def remember(self, result: BatchResult) -> None:
         """Called once the batch's predictions are committed."""
         for _, prediction in result.predictions:
-            self._seen.add(prediction["event_id"])
+            self.seen.add(prediction["event_id"])
 
     def _decode(self, item: Incoming, result: BatchResult) -> Record | None:
         def refuse(reason: str, detail: str) -> None:
@@ -91,57 +303,3 @@ class BatchScorer:
         except SerializationError as exc:
             refuse(exc.reason, str(exc))
             return None
-
-    def _predict(
-        self,
-        vectors: list[tuple[bytes, Record]],
-        serving: Serving,
-        fallback: Serving,
-        result: BatchResult,
-    ) -> None:
-        scores, used = self._run(serving, fallback, [v for _, v in vectors], result)
-        predicted_at = now_ms()
-        domain = self._domain
-        for (key, vector), score in zip(vectors, scores, strict=True):
-            result.predictions.append(
-                (
-                    key,
-                    {
-                        "event_id": vector[domain.event_id_field],
-                        domain.key_field: vector[domain.key_field],
-                        "model_name": used.model_name,
-                        "model_version": used.version,
-                        "score": float(score),
-                        "decision": bool(score >= self._threshold),
-                        "served_by": used.served_by,
-                        "event_time": vector[domain.event_time_field],
-                        "predicted_at": predicted_at,
-                    },
-                )
-            )
-
-    def _run(
-        self, serving: Serving, fallback: Serving, vectors: list[Record], result: BatchResult
-    ) -> tuple[list[float], Serving]:
-        if serving.served_by != FALLBACK:
-            try:
-                rows = self._matrix(serving, vectors)
-                scores = serving.runtime.predict(rows)
-                if np.isfinite(scores).all():
-                    return scores.tolist(), serving
-                cause = "non_finite_score"
-            except KeyError:
-                cause = "missing_feature"
-            except Exception:
-                log.exception(
-                    "model %s failed on a batch; the heuristic scores it", serving.version
-                )
-                cause = "model_error"
-            result.fallback_causes[cause] = result.fallback_causes.get(cause, 0) + len(vectors)
-        else:
-            result.fallback_causes["no_model"] = len(vectors)
-        return fallback.runtime.predict(self._matrix(fallback, vectors)).tolist(), fallback
-
-    def _matrix(self, serving: Serving, vectors: list[Record]) -> Matrix:
-        names = serving.runtime.feature_names
-        return np.array([self._domain.input_row(v, names) for v in vectors], dtype=np.float32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.core import metrics as names
 
@@ -14,11 +14,15 @@ class ScorerMetrics:
     predictions: Counter
     batch_size: Histogram
     inference_seconds: Histogram
+    commit_seconds: Histogram
     end_to_end_seconds: Histogram
     dead_letters: Counter
     duplicates: Counter
     model_loads: Counter
     fallbacks: Counter
+    outcomes: Counter
+    snapshots: Counter
+    lag: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ScorerMetrics:
@@ -42,6 +46,14 @@ class ScorerMetrics:
             inference_seconds=Histogram(
                 names.SCORER_INFERENCE_SECONDS,
                 "Model time per micro-batch",
+                ["domain"],
+                namespace=ns,
+                registry=registry,
+                buckets=names.LATENCY_BUCKETS,
+            ),
+            commit_seconds=Histogram(
+                names.SCORER_COMMIT_SECONDS,
+                "Publishing a micro-batch: its Kafka transaction, from begin to committed",
                 ["domain"],
                 namespace=ns,
                 registry=registry,
@@ -80,6 +92,28 @@ class ScorerMetrics:
                 names.SCORER_FALLBACKS,
                 "Events scored by the heuristic",
                 ["domain", "cause"],
+                namespace=ns,
+                registry=registry,
+            ),
+            outcomes=Counter(
+                names.SCORER_OUTCOMES,
+                "Outcomes read by online models: learned, unknown (event not remembered), "
+                "duplicate, undecodable",
+                ["domain", "result"],
+                namespace=ns,
+                registry=registry,
+            ),
+            snapshots=Counter(
+                names.SCORER_SNAPSHOTS,
+                "Online-model snapshots saved and registered as candidates",
+                ["domain"],
+                namespace=ns,
+                registry=registry,
+            ),
+            lag=Gauge(
+                names.SCORER_LAG,
+                "Feature records not yet consumed, per partition (from the last fetch)",
+                ["domain", "partition"],
                 namespace=ns,
                 registry=registry,
             ),

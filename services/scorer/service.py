@@ -1,16 +1,19 @@
 """The scorer's loop: consume a micro-batch, score it, publish it in one transaction.
 
-Each micro-batch's predictions, dead letters and consumed offsets are committed together
-(confluent-kafka transactions), so a read_committed consumer sees every prediction once,
-also when the scorer dies between two batches.
+Each micro-batch's predictions, shadow predictions, dead letters and consumed offsets are
+committed together (confluent-kafka transactions), so a read_committed consumer sees every
+prediction once, also when the scorer dies between two batches. A new line-up of models
+(``follower.py``) takes over between two micro-batches.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
+from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from services.core.deadletter import SourcePosition
@@ -20,18 +23,22 @@ from services.core.lifecycle import StoppableLoop
 from services.core.modelstore import ModelStore
 from services.core.serde import CodecFactory
 from services.core.transactions import TransactionalProducer, next_offsets
-from services.scorer.batch import BatchResult, BatchScorer, Incoming
-from services.scorer.dedup import RecentIds
+from services.scorer.batch import BatchResult, BatchScorer, Incoming, ModelCaller, VectorScorer
+from services.scorer.dedup import RecentIds, recent_predictions_for
 from services.scorer.follower import RegistryFollower
 from services.scorer.metrics import ScorerMetrics
-from services.scorer.serving import heuristic_serving
+from services.scorer.online import OnlineFeatureReader
+from services.scorer.outcomes import OutcomeLearning
+from services.scorer.serving import Lineup
 from services.scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 
+LAG_EVERY_S = 1.0
 
-def group_id(domain: Domain) -> str:
-    return f"streamml-scorer-{domain.name}"
+
+def group_id(settings: ScorerSettings, domain: Domain) -> str:
+    return f"{settings.scorer_app_id}-{domain.name}"
 
 
 class Scorer(StoppableLoop):
@@ -41,26 +48,30 @@ class Scorer(StoppableLoop):
         domain: Domain,
         codecs: CodecFactory,
         registry: CollectorRegistry,
+        online: OnlineFeatureReader | None,
     ) -> None:
         self._settings = settings
         self._domain = domain
         self._topics = domain.topics
         self._metrics = ScorerMetrics.create(registry)
         self._codecs = codecs
-        self._fallback = heuristic_serving(domain)
-        self._serving = self._fallback
+        # The stream and outside callers (HTTP) score the same way, each on its own model
+        # thread: a slow HTTP call never holds a stream batch up, nor the other way round.
+        self._callers = [ModelCaller(settings.scorer_model_timeout_ms) for _ in range(2)]
+        stream = VectorScorer(domain, settings.scorer_threshold, online, self._callers[0])
+        self.vectors = VectorScorer(domain, settings.scorer_threshold, online, self._callers[1])
         self._batch = BatchScorer(
             domain,
             codecs.for_topic(self._topics.features),
-            settings.scorer_threshold,
+            stream,
             RecentIds(settings.scorer_dedup_capacity),
         )
-        self._consumer = Consumer(consumer_config(settings, group_id(domain)))
+        self._consumer = Consumer(consumer_config(settings, group_id(settings, domain)))
         self._producer = TransactionalProducer(
             producer_config(
                 settings,
                 **{
-                    "transactional.id": f"{group_id(domain)}-{settings.scorer_instance}",
+                    "transactional.id": f"{group_id(settings, domain)}-{settings.scorer_instance}",
                     "linger.ms": 0,
                 },
             ),
@@ -73,28 +84,78 @@ class Scorer(StoppableLoop):
             ModelStore(settings.models_dir),
             settings.scorer_threads,
             self._metrics,
+            settings.scorer_instance,
         )
-
-    @property
-    def serving_version(self) -> str:
-        return self._serving.version
+        self.lineup: Lineup = self._follower.lineup
+        self._learning = OutcomeLearning(
+            settings,
+            domain,
+            codecs,
+            ModelStore(settings.models_dir),
+            self._metrics,
+            settings.scorer_snapshot_every_s,
+        )
+        self._next_lag_at = 0.0
+        self._assigned: set[tuple[str, int]] = set()
 
     def run(self) -> None:
+        # After init(): it fences a killed predecessor and aborts its open transaction, which
+        # would otherwise hold back the read_committed rebuild of what was already predicted.
         self._producer.init()
-        self._consumer.subscribe([self._topics.features])
+        self._batch.seen = recent_predictions_for(
+            self._settings,
+            self._topics.predictions,
+            self._codecs.for_topic(self._topics.predictions),
+        )
+        self._consumer.subscribe(
+            [self._topics.features],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
         wait_s = self._settings.scorer_batch_wait_ms / 1000
         log.info("scorer for %s: consuming %s", self._domain.name, self._topics.features)
         try:
             while self._running:
                 swapped = self._follower.poll()
                 if swapped is not None:
-                    self._serving = swapped
+                    self.lineup = swapped
+                    self._learning.follow(swapped)
                 messages = self._consumer.consume(self._settings.scorer_batch_size, wait_s)
                 batch = [self._incoming(m) for m in messages if m.error() is None]
                 if batch:
                     self._score_and_commit(batch)
+                    self._observe_lag(messages)
+                self._learning.poll()
         finally:
             self._close()
+
+    def _observe_lag(self, messages: list[Any]) -> None:
+        """Records behind the end, per partition, from the watermarks of the last fetch."""
+        now = time.monotonic()
+        if now < self._next_lag_at:
+            return
+        self._next_lag_at = now + LAG_EVERY_S
+        newest: dict[int, int] = {}
+        for message in messages:
+            newest[message.partition()] = message.offset()
+        for partition, offset in newest.items():
+            tp = TopicPartition(self._topics.features, partition)
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0:
+                gauge = self._metrics.lag.labels(self._domain.name, str(partition))
+                gauge.set(max(high - offset - 1, 0))
+
+    def ready(self) -> bool:
+        """A model serves (not only the heuristic) and the consumer owns partitions."""
+        return self.lineup.champion.is_model and bool(self._assigned)
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned = {(tp.topic, tp.partition) for tp in partitions}
+        log.info("assigned %d partitions of %s", len(partitions), self._topics.features)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
 
     def _incoming(self, message: object) -> Incoming:
         m = message  # confluent_kafka.Message
@@ -102,21 +163,29 @@ class Scorer(StoppableLoop):
 
     def _score_and_commit(self, batch: list[Incoming]) -> None:
         started = time.perf_counter()
-        result = self._batch.score(batch, self._serving, self._fallback)
+        result = self._batch.score(batch, self.lineup)
         self._metrics.inference_seconds.labels(self._domain.name).observe(
             time.perf_counter() - started
         )
+        started = time.perf_counter()
         self._publish(batch, result)
+        self._metrics.commit_seconds.labels(self._domain.name).observe(
+            time.perf_counter() - started
+        )
         self._batch.remember(result)
+        self._learning.remember(result)
         self._observe(batch, result)
 
     def _publish(self, batch: list[Incoming], result: BatchResult) -> None:
-        predictions = self._codecs.for_topic(self._topics.predictions)
-        letters = self._codecs.for_topic(self._topics.features_dlq)
+        topics = self._topics
+        predictions = self._codecs.for_topic(topics.predictions)
+        letters = self._codecs.for_topic(topics.features_dlq)
         send = self._producer.send
         with self._producer.batch(next_offsets(item.source for item in batch)):
             for key, record in result.predictions:
-                send(self._topics.predictions, key, predictions.encode(record))
+                send(topics.predictions, key, predictions.encode(record))
+            for key, record in result.shadow:
+                send(topics.shadow_predictions, key, predictions.encode(record))
             for original_key, letter, _reason in result.dead_letters:
                 send(self._topics.features_dlq, original_key, letters.encode(letter))
 
@@ -125,9 +194,15 @@ class Scorer(StoppableLoop):
         m = self._metrics
         m.batch_size.labels(name).observe(len(batch))
         now = time.time()
-        for _, record in result.predictions:
-            m.predictions.labels(name, record["model_version"], record["served_by"]).inc()
-            m.end_to_end_seconds.labels(name).observe(max(now - record["event_time"] / 1000, 0.0))
+        served = Counter(
+            (record["model_version"], record["served_by"])
+            for _, record in (*result.predictions, *result.shadow)
+        )
+        for (version, served_by), count in served.items():
+            m.predictions.labels(name, version, served_by).inc(count)
+        end_to_end = m.end_to_end_seconds.labels(name)
+        for _, record in (*result.predictions, *result.shadow):
+            end_to_end.observe(max(now - record["event_time"] / 1000, 0.0))
         for _, _, reason in result.dead_letters:
             m.dead_letters.labels(name, reason).inc()
         m.duplicates.labels(name).inc(result.duplicates)
@@ -137,5 +212,8 @@ class Scorer(StoppableLoop):
     def _close(self) -> None:
         log.info("scorer stopping: flushing and closing")
         self._follower.close()
+        self._learning.close()
+        for caller in self._callers:
+            caller.close()
         self._producer.flush()
         self._consumer.close()

@@ -1,0 +1,422 @@
+"""The scorer's HTTP endpoint: a caller's vectors scored by the model the stream is using.
+
+Served from the scorer's own process (on ``STREAMML_METRICS_HOST``/``_PORT``, in place of the
+plain metrics server), so an answer comes from the same ``VectorScorer`` and the same line-up
+as the stream's predictions of that moment:
+
+- ``POST /v1/score/{domain}``: one vector (a JSON object) or ``{"vectors": [...]}``; answers
+  the prediction record(s) the stream would publish for them. They are answers to the caller:
+  not published to Kafka, not deduplicated by event id, and not scored by the shadow.
+- ``GET /healthz``: 200 while the process runs and its loop has not been asked to stop.
+- ``GET /readyz``: 200 when a model serves and the consumer owns partitions, else 503.
+- ``GET /metrics``: the scorer's Prometheus registry.
+
+Every answer, errors included, is JSON (``/metrics`` excepted); a bad request is a 4xx that
+names the field, never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import redis
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import Histogram as PromHistogram
+
+from services.core import metrics as names
+from services.core.errors import StackError
+from services.core.serde import Record
+from services.scorer.batch import Scored, VectorScorer
+from services.scorer.serving import Lineup
+from services.scorer.vectors import InvalidVectorError, VectorSpec
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+SCORE_PREFIX = "/v1/score/"
+SCORE_ROUTE = "/v1/score/{domain}"
+HEALTH_ROUTE = "/healthz"
+READY_ROUTE = "/readyz"
+METRICS_ROUTE = "/metrics"
+OTHER_ROUTE = "other"
+MAX_VECTORS = 1000
+MAX_BODY_BYTES = 4 * 1024 * 1024
+_GET_ROUTES = (HEALTH_ROUTE, READY_ROUTE, METRICS_ROUTE)
+
+
+class ScoringService(Protocol):
+    """What the endpoint needs of a running scorer (``services.scorer.service.Scorer``)."""
+
+    @property
+    def vectors(self) -> VectorScorer: ...
+
+    @property
+    def lineup(self) -> Lineup: ...
+
+    def ready(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def json_response(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    body = json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
+    return Response(status, body, JSON, headers)
+
+
+def error_response(
+    status: int,
+    error: str,
+    detail: str,
+    *,
+    field: str | None = None,
+    index: int | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> Response:
+    """``{"error": code, "detail": message}``, plus ``field`` and ``index`` when known."""
+    payload: dict[str, Any] = {"error": error, "detail": detail}
+    if field is not None:
+        payload["field"] = field
+    if index is not None:
+        payload["index"] = index
+    return json_response(status, payload, headers)
+
+
+@dataclass(frozen=True)
+class HttpMetrics:
+    requests: Counter
+    seconds: PromHistogram
+    predictions: Counter
+    fallbacks: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> HttpMetrics:
+        ns = names.NAMESPACE
+        return cls(
+            requests=Counter(
+                names.SCORER_HTTP_REQUESTS,
+                "HTTP requests answered, by route and status",
+                ["route", "status"],
+                namespace=ns,
+                registry=registry,
+            ),
+            seconds=PromHistogram(
+                names.SCORER_HTTP_SECONDS,
+                "Time to answer an HTTP request",
+                ["route"],
+                namespace=ns,
+                registry=registry,
+                buckets=names.LATENCY_BUCKETS,
+            ),
+            predictions=Counter(
+                names.SCORER_HTTP_PREDICTIONS,
+                "Predictions answered over HTTP (not published)",
+                ["domain", "model_version", "served_by"],
+                namespace=ns,
+                registry=registry,
+            ),
+            fallbacks=Counter(
+                names.SCORER_HTTP_FALLBACKS,
+                "Vectors answered over HTTP that the heuristic scored",
+                ["domain", "cause"],
+                namespace=ns,
+                registry=registry,
+            ),
+        )
+
+
+class ScoringApi:
+    """The routes, without sockets: a method, a target and a body in, a ``Response`` out."""
+
+    def __init__(
+        self,
+        service: ScoringService,
+        spec: VectorSpec,
+        registry: CollectorRegistry,
+        *,
+        alive: Callable[[], bool] = lambda: True,
+        max_vectors: int = MAX_VECTORS,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self._service = service
+        self._spec = spec
+        self._domain = spec.domain
+        self._registry = registry
+        self._alive = alive
+        self.max_vectors = max_vectors
+        self.max_body_bytes = max_body_bytes
+        self._metrics = HttpMetrics.create(registry)
+
+    def handle(self, method: str, target: str, body: bytes) -> Response:
+        started = time.perf_counter()
+        route, response = self._route(method, urlsplit(target).path, body)
+        self.observe(route, response, started)
+        return response
+
+    def observe(self, route: str, response: Response, started: float) -> None:
+        self._metrics.requests.labels(route, str(response.status)).inc()
+        self._metrics.seconds.labels(route).observe(time.perf_counter() - started)
+
+    @staticmethod
+    def route_of(target: str) -> str:
+        """The route label of a request target (bounded: unknown paths are ``other``)."""
+        path = urlsplit(target).path
+        if path in _GET_ROUTES:
+            return path
+        return SCORE_ROUTE if path.startswith(SCORE_PREFIX) else OTHER_ROUTE
+
+    def _route(self, method: str, path: str, body: bytes) -> tuple[str, Response]:
+        route = self.route_of(path)
+        allowed = "POST" if route == SCORE_ROUTE else "GET"
+        if route == OTHER_ROUTE:
+            return route, error_response(404, "not_found", f"no route {path}; {self._routes()}")
+        if method != allowed:
+            return route, error_response(
+                405,
+                "method_not_allowed",
+                f"{route} takes {allowed}, not {method}",
+                headers=(("Allow", allowed),),
+            )
+        if route == HEALTH_ROUTE:
+            return route, self.healthz()
+        if route == READY_ROUTE:
+            return route, self.readyz()
+        if route == METRICS_ROUTE:
+            return route, Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
+        return route, self.score(path.removeprefix(SCORE_PREFIX), body)
+
+    def _routes(self) -> str:
+        return (
+            f"routes: POST {SCORE_PREFIX}{self._domain.name}, GET {HEALTH_ROUTE}, "
+            f"GET {READY_ROUTE}, GET {METRICS_ROUTE}"
+        )
+
+    def healthz(self) -> Response:
+        if not self._alive():
+            return json_response(503, {"status": "stopping"})
+        return json_response(200, {"status": "ok"})
+
+    def readyz(self) -> Response:
+        lineup = self._service.lineup
+        if not self._alive():
+            return json_response(503, {"status": "stopping", "reason": "the scorer is stopping"})
+        if self._service.ready():
+            return json_response(200, {"status": "ready", "serving": lineup.describe()})
+        if not lineup.champion.is_model:
+            reason = "no model is loaded: the heuristic scores (served_by=fallback)"
+        else:
+            reason = f"the consumer owns no partition of {self._domain.topics.features} yet"
+        return json_response(
+            503, {"status": "not_ready", "reason": reason, "serving": lineup.describe()}
+        )
+
+    def score(self, domain: str, body: bytes) -> Response:
+        if domain != self._domain.name:
+            return error_response(
+                404,
+                "unknown_domain",
+                f"this scorer serves domain {self._domain.name!r}, not {domain!r}",
+            )
+        if not self._alive():
+            return error_response(503, "stopping", "the scorer is stopping; try another instance")
+        try:
+            records, many = self.parse(body)
+        except InvalidVectorError as exc:
+            return error_response(
+                400, "invalid_vector", exc.describe(), field=exc.field, index=exc.index
+            )
+        except _BadBody as exc:
+            return error_response(exc.status, exc.code, str(exc))
+        try:
+            scored = self.predict(records)
+        except (redis.RedisError, StackError) as exc:
+            log.warning("HTTP scoring: online store unavailable: %s", exc)
+            return error_response(503, "unavailable", f"the online store did not answer: {exc}")
+        answers = [record for _, record in scored.predictions]
+        return json_response(200, {"predictions": answers} if many else answers[0])
+
+    def parse(self, body: bytes) -> tuple[list[Record], bool]:
+        """The body's vectors and whether it was a ``{"vectors": [...]}`` batch."""
+        try:
+            payload = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise _BadBody(400, "invalid_json", f"the body is not UTF-8: {exc}") from None
+        except ValueError as exc:  # JSONDecodeError, and integers of over 4,300 digits
+            raise _BadBody(400, "invalid_json", f"the body is not JSON: {exc}") from None
+        except RecursionError:
+            raise _BadBody(400, "invalid_json", "the body's JSON nests too deeply") from None
+        if isinstance(payload, dict) and "vectors" in payload:
+            vectors = payload["vectors"]
+            if len(payload) != 1:
+                others = ", ".join(sorted(k for k in payload if k != "vectors"))
+                raise _BadBody(400, "invalid_body", f"a batch has only 'vectors', not {others}")
+            if not isinstance(vectors, list) or not vectors:
+                raise _BadBody(400, "invalid_body", "'vectors' is a non-empty list of objects")
+            if len(vectors) > self.max_vectors:
+                raise _BadBody(
+                    413,
+                    "too_many_vectors",
+                    f"{len(vectors)} vectors; at most {self.max_vectors} per request",
+                )
+            records = []
+            for i, raw in enumerate(vectors):
+                try:
+                    records.append(self._spec.parse(raw))
+                except InvalidVectorError as exc:
+                    raise exc.at(i) from None
+            return records, True
+        return [self._spec.parse(payload)], False
+
+    def predict(self, records: Sequence[Record]) -> Scored:
+        """The stream's scoring of these vectors, by the line-up serving now (no shadow)."""
+        lineup = replace(self._service.lineup, shadow=None)
+        keyed = [(self._spec.key_of(record), record) for record in records]
+        scored = self._service.vectors.score(keyed, lineup)
+        name = self._domain.name
+        for _, prediction in scored.predictions:
+            self._metrics.predictions.labels(
+                name, prediction["model_version"], prediction["served_by"]
+            ).inc()
+        for cause, count in scored.fallback_causes.items():
+            self._metrics.fallbacks.labels(name, cause).inc(count)
+        return scored
+
+
+class _BadBody(Exception):
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Socket I/O only; ``ScoringApi`` decides every answer."""
+
+    protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # refusals of unparsable requests get a status line
+    server_version = "streamml-scorer"
+    server: _Server
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        api = self.server.api
+        started = time.perf_counter()
+        body = self._body(api.max_body_bytes)
+        if isinstance(body, Response):
+            api.observe(api.route_of(self.path), body, started)
+            self._write(body)
+            return
+        try:
+            response = api.handle(self.command, self.path, body)
+        except Exception:
+            log.exception("HTTP %s %s failed", self.command, self.path)
+            response = error_response(500, "internal", "the scorer failed on this request")
+            api.observe(api.route_of(self.path), response, started)
+        self._write(response)
+
+    def _body(self, limit: int) -> bytes | Response:
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            return error_response(411, "length_required", "send the body with a Content-Length")
+        length = self.headers.get("Content-Length")
+        if length is None:
+            if self.command == "POST":
+                self.close_connection = True
+                return error_response(411, "length_required", "a POST needs a Content-Length")
+            return b""
+        try:
+            size = int(length)
+            if size < 0:
+                raise ValueError(length)
+        except ValueError:
+            self.close_connection = True
+            return error_response(400, "invalid_body", f"bad Content-Length {length!r}")
+        if size > limit:
+            self.close_connection = True
+            return error_response(
+                413, "too_large", f"the body is {size} bytes; at most {limit} per request"
+            )
+        return self.rfile.read(size)
+
+    def _write(self, response: Response) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers:
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The server's own refusals (a malformed request line, an unknown method) in JSON."""
+        self.close_connection = True
+        phrase = HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "error"
+        self._write(error_response(code, phrase.lower().replace(" ", "_"), message or phrase))
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], api: ScoringApi) -> None:
+        self.api = api
+        super().__init__(address, _Handler)
+
+
+class ScoringHttpServer:
+    """``ScoringApi`` on a threaded HTTP server, served from a daemon thread."""
+
+    def __init__(self, api: ScoringApi, host: str, port: int) -> None:
+        try:
+            self._server = _Server((host, port), api)
+        except OSError as exc:
+            raise StackError(f"cannot serve HTTP on {host}:{port}: {exc.strerror or exc}") from exc
+        self.host = host
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="scorer-http", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> ScoringHttpServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

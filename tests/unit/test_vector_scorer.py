@@ -1,0 +1,203 @@
+"""The one scoring path: routing by line-up, fallback causes, time limit, shadow isolation."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from services.core.domains import load_domain
+from services.core.paths import default_features_dir
+from services.scorer.batch import (
+    MODEL_ERROR,
+    MODEL_TIMEOUT,
+    NO_MODEL,
+    NON_FINITE_SCORE,
+    ModelCaller,
+    VectorScorer,
+)
+from services.scorer.online import MISSING_FEATURE, STALE_FEATURE
+from services.scorer.serving import Lineup, Serving, canary_bucket, heuristic_serving
+
+DOMAIN = load_domain(default_features_dir(), "payments")
+INPUTS = DOMAIN.model_inputs
+
+
+class Constant:
+    """A model double: every row scores ``value``; records what it was asked."""
+
+    def __init__(self, value: float, names: tuple[str, ...] = INPUTS) -> None:
+        self.feature_names = names
+        self.value = value
+        self.calls: list[int] = []
+
+    def predict(self, rows: Any) -> Any:
+        self.calls.append(len(rows))
+        return np.full(len(rows), self.value)
+
+
+class Failing(Constant):
+    def predict(self, rows: Any) -> Any:
+        raise RuntimeError("boom")
+
+
+class Blocking(Constant):
+    def __init__(self) -> None:
+        super().__init__(0.5)
+        self.release = threading.Event()
+
+    def predict(self, rows: Any) -> Any:
+        self.release.wait(5)
+        return super().predict(rows)
+
+
+class Rows:
+    """An online reader double: sets the merchant feature, reports a problem per merchant."""
+
+    feature_names = ("merchant_txn_count_1h",)
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self._problems = problems
+
+    def enrich(self, vectors: Sequence[dict[str, Any]]) -> list[str | None]:
+        out: list[str | None] = []
+        for vector in vectors:
+            vector["merchant_txn_count_1h"] = 7
+            out.append(self._problems.get(str(vector["merchant_id"])))
+        return out
+
+
+def serving(runtime: Any, version: str, role: str) -> Serving:
+    return Serving(runtime, DOMAIN.model_name, version, role, "onnx", version * 8)
+
+
+def vector(i: int, merchant: str = "m-ok") -> dict[str, Any]:
+    return {
+        "event_id": f"e{i}",
+        "card_id": f"card-{i}",
+        "merchant_id": merchant,
+        "event_time": 1_767_225_600_000 + i,
+        "amount": 12.5 + i,
+        "txn_count_5m": 1,
+        "txn_count_1h": 2,
+        "txn_count_24h": 3,
+        "amount_sum_1h": 20.0,
+        "amount_mean_24h": 10.0,
+        "amount_max_24h": 15.0,
+        "seconds_since_last_txn": None,
+    }
+
+
+def keyed(vectors: list[dict[str, Any]]) -> list[tuple[bytes, dict[str, Any]]]:
+    return [(str(v["card_id"]).encode(), v) for v in vectors]
+
+
+def scorer(problems: dict[str, str] | None = None, timeout_ms: int = 0) -> VectorScorer:
+    return VectorScorer(DOMAIN, 0.5, Rows(problems or {}), ModelCaller(timeout_ms))  # type: ignore[arg-type]
+
+
+def test_the_canary_takes_its_share_of_keys_and_the_champion_the_rest() -> None:
+    champion, canary = Constant(0.2), Constant(0.9)
+    lineup = Lineup(serving(champion, "1", "champion"), serving(canary, "2", "canary"), 0.25)
+    vectors = [vector(i) for i in range(400)]
+    scored = scorer().score(keyed(vectors), lineup)
+    assert [p["event_id"] for _, p in scored.predictions] == [v["event_id"] for v in vectors]
+    for (key, prediction), v in zip(scored.predictions, vectors, strict=True):
+        takes = canary_bucket(key) < 0.25
+        assert prediction["served_by"] == ("canary" if takes else "champion")
+        assert prediction["score"] == (0.9 if takes else 0.2)
+        assert prediction["decision"] is takes
+        assert prediction["card_id"] == v["card_id"]
+    share = sum(p["served_by"] == "canary" for _, p in scored.predictions) / len(vectors)
+    assert 0.15 < share < 0.35
+    assert len(champion.calls) == 1 and len(canary.calls) == 1  # one call per model per batch
+
+
+def test_a_key_always_takes_the_same_route() -> None:
+    lineup = Lineup(
+        serving(Constant(0.1), "1", "champion"), serving(Constant(0.8), "2", "canary"), 0.5
+    )
+    first = scorer().score(keyed([vector(i) for i in range(50)]), lineup)
+    again = scorer().score(keyed([vector(i) for i in reversed(range(50))]), lineup)
+    routes = {p["card_id"]: p["served_by"] for _, p in first.predictions}
+    assert routes == {p["card_id"]: p["served_by"] for _, p in again.predictions}
+
+
+def test_missing_and_stale_online_rows_go_to_the_heuristic_and_say_why() -> None:
+    lineup = Lineup(serving(Constant(0.3), "1", "champion"))
+    vectors = [vector(0), vector(1, "m-new"), vector(2, "m-old"), vector(3)]
+    scored = scorer({"m-new": MISSING_FEATURE, "m-old": STALE_FEATURE}).score(
+        keyed(vectors), lineup
+    )
+    served = [p["served_by"] for _, p in scored.predictions]
+    assert served == ["champion", "fallback", "fallback", "champion"]
+    assert scored.fallback_causes == {MISSING_FEATURE: 1, STALE_FEATURE: 1}
+    fallback = scored.predictions[1][1]
+    assert fallback["model_version"] == "heuristic"
+    assert fallback["score"] == pytest.approx(DOMAIN.heuristic.score(vectors[1]))
+
+
+def test_a_model_without_online_inputs_is_not_held_back_by_missing_rows() -> None:
+    card_only = Constant(0.3, DOMAIN.passthrough + tuple(f.name for f in DOMAIN.vector_features))
+    scored = scorer({"m-new": MISSING_FEATURE}).score(
+        keyed([vector(0, "m-new")]), Lineup(serving(card_only, "1", "champion"))
+    )
+    assert scored.predictions[0][1]["served_by"] == "champion"
+
+
+@pytest.mark.parametrize(
+    ("runtime", "cause"),
+    [(Failing(0.0), MODEL_ERROR), (Constant(math.nan), NON_FINITE_SCORE)],
+)
+def test_a_failing_model_gives_its_batch_to_the_heuristic(runtime: Any, cause: str) -> None:
+    scored = scorer().score(
+        keyed([vector(0), vector(1)]), Lineup(serving(runtime, "1", "champion"))
+    )
+    assert [p["served_by"] for _, p in scored.predictions] == ["fallback", "fallback"]
+    assert scored.fallback_causes == {cause: 2}
+
+
+def test_a_model_that_overruns_its_time_limit_is_given_up_on() -> None:
+    slow = Blocking()
+    run = scorer(timeout_ms=50)
+    try:
+        scored = run.score(keyed([vector(0)]), Lineup(serving(slow, "1", "champion")))
+        assert scored.fallback_causes == {MODEL_TIMEOUT: 1}
+        assert scored.predictions[0][1]["served_by"] == "fallback"
+        fast = run.score(keyed([vector(1)]), Lineup(serving(Constant(0.4), "2", "champion")))
+        assert fast.predictions[0][1]["served_by"] == "champion"  # not queued behind the stuck call
+    finally:
+        slow.release.set()
+
+
+def test_no_model_means_the_heuristic_for_everyone() -> None:
+    scored = scorer().score(keyed([vector(0)]), Lineup(heuristic_serving(DOMAIN)))
+    assert scored.fallback_causes == {NO_MODEL: 1}
+    assert scored.predictions[0][1]["served_by"] == "fallback"
+
+
+def test_the_shadow_scores_everything_and_changes_nothing() -> None:
+    champion = serving(Constant(0.2), "1", "champion")
+    vectors = [vector(i) for i in range(5)]
+    alone = scorer().score(keyed([dict(v) for v in vectors]), Lineup(champion))
+    shadowed = scorer().score(
+        keyed([dict(v) for v in vectors]),
+        Lineup(champion, shadow=serving(Constant(0.7), "3", "shadow")),
+    )
+    strip = [{k: v for k, v in p.items() if k != "predicted_at"} for _, p in alone.predictions]
+    assert strip == [
+        {k: v for k, v in p.items() if k != "predicted_at"} for _, p in shadowed.predictions
+    ]
+    assert [(p["served_by"], p["model_version"], p["score"]) for _, p in shadowed.shadow] == [
+        ("shadow", "3", 0.7)
+    ] * 5
+    broken = scorer().score(
+        keyed(vectors), Lineup(champion, shadow=serving(Failing(0.0), "3", "shadow"))
+    )
+    assert (
+        broken.shadow == [] and [p["served_by"] for _, p in broken.predictions] == ["champion"] * 5
+    )
