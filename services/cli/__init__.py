@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 from services.core.errors import StreamMLError
 
-from . import bench, data, featurelog, models, run, schemas, stack
+from . import bench, data, featurelog, models, run, schemas, score_batch, stack
 
-_MODULES = (stack, run, data, models, bench, schemas, featurelog)
+_MODULES = (stack, run, data, models, score_batch, bench, schemas, featurelog)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
+from services.core.declarations import Domain
 from services.core.domains import load_domain, load_domains
 from services.core.metrics import serve_metrics
 from services.core.schemas import SchemaStore
 from services.core.serde import CodecFactory
 from services.core.settings import StackSettings, load_settings
+
+if TYPE_CHECKING:
+    from services.scorer.online import OnlineFeatureReader
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +66,54 @@ def cmd_featurizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def online_reader(settings: StackSettings, domain: Domain) -> OnlineFeatureReader | None:
+    """The reader of the features a vector does not carry; None when the domain has none."""
+    if not domain.online_features:
+        return None
+    import redis
+
+    from services.features.redis_layout import layout_for
+    from services.features.store import open_store
+    from services.scorer.online import OnlineFeatureReader
+
+    client = redis.Redis.from_url(settings.redis)
+    return OnlineFeatureReader(client, layout_for(open_store(settings)), domain)
+
+
 def cmd_scorer(args: argparse.Namespace) -> int:
+    import threading
+
+    from services.core.lifecycle import stop_on_signals
+    from services.scorer.http import ScoringApi, ScoringHttpServer
     from services.scorer.service import Scorer
     from services.scorer.settings import ScorerSettings
+    from services.scorer.vectors import VectorSpec
 
     settings = load_settings(ScorerSettings)
     domain = load_domain(settings.features_dir, args.domain)
-    scorer = Scorer(settings, domain, codecs_for(settings), _metrics(settings))
-    scorer.install_signal_handlers()
-    scorer.run()
+    spec = VectorSpec.for_domain(domain, settings.schemas_dir)
+    registry = CollectorRegistry()
+    scorer = Scorer(
+        settings, domain, codecs_for(settings), registry, online_reader(settings, domain)
+    )
+    stopping = threading.Event()
+
+    def stop() -> None:
+        stopping.set()
+        scorer.stop()
+
+    stop_on_signals(stop, scorer.stopping)
+    # In place of the plain metrics server: the same /metrics, plus scoring and health.
+    api = ScoringApi(scorer, spec, registry, alive=lambda: not stopping.is_set())
+    server = ScoringHttpServer(api, settings.metrics_host, settings.metrics_port).start()
+    log.info(
+        "scorer HTTP on %s: POST /v1/score/%s, GET /healthz, /readyz, /metrics",
+        server.url,
+        domain.name,
+    )
+    try:
+        scorer.run()
+    finally:
+        stopping.set()
+        server.close()
     return 0
