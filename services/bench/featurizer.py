@@ -10,16 +10,14 @@ Redis and the counter run on the other core.
 
 from __future__ import annotations
 
-import json
 import shutil
-import sys
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
-from services.bench.procstat import Usage, usage
+from services.bench.output import say
+from services.bench.procstat import Usage, count_outputs, usage
 from services.cli.run import codecs_for
 from services.core.domains import load_domain
 from services.core.kafka import consumer_config, create_topics
@@ -51,7 +49,7 @@ def run(base: StackSettings, *, events: int, cards: int) -> FeaturizerResult:
     with embedded.running_stack(base.model_copy(update={"home": home})) as settings:
         domain = load_domain(settings.features_dir, "payments")
         codec = codecs_for(settings).for_topic(domain.topics.events)
-        _say(f"publishing {events} transactions over {cards} cards")
+        say(f"publishing {events} transactions over {cards} cards")
         publish_synthetic(settings, domain, codec, count=events, rate=0, seed=3, cards=cards)
         counter = Consumer(consumer_config(settings, "bench-counter"))
         counter.subscribe([domain.topics.features])
@@ -96,22 +94,12 @@ def _measure(
     events: int,
     cards: int,
 ) -> FeaturizerResult:
-    seen, started, cpu_at_start = 0, 0.0, 0.0
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while seen < events:
-        batch = counter.consume(10_000, 0.05)
-        if batch and not seen:
-            started, cpu_at_start = time.monotonic(), usage(featurizer.process.pid).cpu_seconds
-        seen += sum(1 for m in batch if m.error() is None)
-        if not seen and time.monotonic() > deadline:
-            raise TimeoutError(
-                f"no vector within {START_TIMEOUT_S:.0f} s; see {featurizer.log_path}"
-            )
-        if seen and time.monotonic() - started > 20 * START_TIMEOUT_S:
-            raise TimeoutError(f"only {seen} of {events} vectors; see {featurizer.log_path}")
+    counted = count_outputs(
+        counter, featurizer.process.pid, events, START_TIMEOUT_S, featurizer.log_path
+    )
     finished, end = _secondary_done(progress, featurizer)
-    seconds = finished - started
-    cpu = end.cpu_seconds - cpu_at_start
+    seconds = finished - counted.started
+    cpu = end.cpu_seconds - counted.cpu_at_start
     return FeaturizerResult(
         events=events,
         cards=cards,
@@ -132,13 +120,3 @@ def _secondary_done(progress: CommittedOffsets, featurizer: ServiceProcess) -> t
         if now != last:
             last, at, end = now, time.monotonic(), usage(featurizer.process.pid)
     return at, end
-
-
-def report(result: FeaturizerResult, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(asdict(result), indent=2) + "\n")
-    print(json.dumps(asdict(result), indent=2))
-
-
-def _say(message: str) -> None:
-    print(f"==> {message}", file=sys.stderr, flush=True)
