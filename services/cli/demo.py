@@ -7,6 +7,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 from services.core.domains import load_domain
@@ -93,7 +94,7 @@ def _summary(
         for e in event_ids
         if e in collector.records
     )
-    versions = sorted({(r[0]["model_version"], r[0]["served_by"]) for r in got})
+    served = Counter((r[0]["model_version"], r[0]["served_by"]) for r in got)
     fraud = sum(1 for r in got if r[0]["decision"])
     print()
     print("streamml demo: payments")
@@ -104,7 +105,15 @@ def _summary(
         p50 = statistics.median(latencies)
         print(f"  latency event->prediction  p50 {p50:.1f} ms  p99 {p99:.1f} ms")
     print(f"  flagged as fraud    {fraud}")
-    print("  serving             " + ", ".join(f"version {v} ({s})" for v, s in versions))
+    print(
+        "  served by           "
+        + ", ".join(f"version {v} ({s}): {n}" for (v, s), n in sorted(served.items()))
+    )
+    if any(s == "fallback" for _, s in served):
+        print(
+            "                      (fallback: the heuristic scored them; the scorer's "
+            "streamml_scorer_fallbacks_total says why, e.g. a merchant with no online row yet)"
+        )
     print("  next: streamml up --detach; streamml consume payments.predictions --count 5;")
     print(f"        docs/architecture.md; service logs in {settings.home / 'logs'}")
     return 0 if not missing and not doubled else 1
