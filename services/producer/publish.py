@@ -7,6 +7,7 @@ import time
 from confluent_kafka import Producer
 
 from services.core.declarations import Domain
+from services.core.errors import StackError
 from services.core.kafka import producer_config
 from services.core.serde import Codec
 from services.core.settings import StackSettings
@@ -15,6 +16,8 @@ from services.producer.synthetic import PaymentsGenerator
 # Enough cards that, at the rates a demo or a test publishes, each card pays only now and then,
 # as in the bootstrap model's training data: features mean little when every card pays each second.
 DEFAULT_CARDS = 20_000
+FLOOD_LINGER_MS = 100
+FLUSH_TIMEOUT_S = 60.0
 
 
 def publish_synthetic(
@@ -27,8 +30,15 @@ def publish_synthetic(
     seed: int,
     cards: int = DEFAULT_CARDS,
 ) -> list[str]:
-    """Publishes ``count`` transactions; with ``rate`` > 0 each is stamped with its send time."""
-    producer = Producer(producer_config(settings, **{"linger.ms": 1}))
+    """Publishes ``count`` transactions; with ``rate`` > 0 each is stamped with its send time.
+
+    Raises StackError when the broker has not acknowledged them all within ``FLUSH_TIMEOUT_S``.
+    """
+    # Paced, each event goes out at once. Flooding (rate 0), events are gathered into large
+    # batches: the embedded broker's fetches slow down with the number of batches in a
+    # partition, and a flood of 1 ms batches made later fetches stall for minutes.
+    linger_ms = 1 if rate > 0 else FLOOD_LINGER_MS
+    producer = Producer(producer_config(settings, **{"linger.ms": linger_ms}))
     generator = PaymentsGenerator(seed=seed, cards=cards, rate_per_s=rate if rate > 0 else 10_000.0)
     started = time.monotonic()
     event_ids: list[str] = []
@@ -46,5 +56,10 @@ def publish_synthetic(
         )
         producer.poll(0)
         event_ids.append(str(record[domain.event_id_field]))
-    producer.flush(30)
+    left = producer.flush(FLUSH_TIMEOUT_S)
+    if left:
+        raise StackError(
+            f"{left} of {count} transactions were not acknowledged by the broker at "
+            f"{settings.bootstrap} within {FLUSH_TIMEOUT_S:.0f} s"
+        )
     return event_ids
