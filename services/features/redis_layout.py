@@ -39,6 +39,11 @@ class ViewLayout:
     ts_field: bytes
     fields: tuple[tuple[str, bytes, bool], ...]  # (feature, hash field, is integer)
 
+    @property
+    def field_keys(self) -> tuple[bytes, ...]:
+        """The hash field of each feature, in ``fields`` order."""
+        return tuple(field_key for _, field_key, _ in self.fields)
+
 
 def view_layouts(domains: Sequence[Domain]) -> dict[str, ViewLayout]:
     layouts: dict[str, ViewLayout] = {}
@@ -76,19 +81,16 @@ class RedisLayout:
         return out + (b"\x10" + varint(millis * 1_000_000) if millis else b"")
 
     @staticmethod
-    def hash_fields(view: ViewLayout, values: Mapping[str, float | int | None]) -> list[bytes]:
-        """Field, value, field, value...: each value a serialized ``ValueProto``."""
-        fields: list[bytes] = []
-        for name, field_key, is_integer in view.fields:
-            value = values.get(name)
-            if value is None:
-                encoded = EMPTY_VALUE
-            elif is_integer:
-                encoded = int64_value(int(value))
-            else:
-                encoded = double_value(float(value))
-            fields += (field_key, encoded)
-        return fields
+    def hash_values(view: ViewLayout, values: Mapping[str, float | int | None]) -> list[bytes]:
+        """Each feature's value, in ``view.field_keys`` order, as a serialized ``ValueProto``."""
+        return [
+            EMPTY_VALUE
+            if (value := values.get(name)) is None
+            else int64_value(int(value))
+            if is_integer
+            else double_value(float(value))
+            for name, _field_key, is_integer in view.fields
+        ]
 
 
 # ValueProto by hand (protobuf wire format): int64_val is field 4 (varint), double_val field 5

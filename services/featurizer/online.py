@@ -22,8 +22,10 @@ from services.features.redis_layout import RedisLayout, ViewLayout
 PendingRows = dict[str, dict[str, "OnlineRow"]]
 ROWS_PER_CALL = 2000
 
-# KEYS: one per row. ARGV, per row: seconds, nanos, timestamp field, timestamp bytes,
-# field count n, then n field names and n values. Returns how many rows were written.
+# KEYS: one per row, in order. ARGV: groups of rows of one feature view, each group
+# ts field, field count n, the n field names, row count m, then per row: its timestamp bytes
+# and n values. A view's names travel once per group, not once per row. Returns how many rows
+# were written.
 WRITE_NEWER_SCRIPT = """
 local function stored_time(bytes)
   local seconds, nanos, i = 0, 0, 1
@@ -41,23 +43,32 @@ local function stored_time(bytes)
   end
   return seconds, nanos
 end
-local written, a = 0, 1
-for k = 1, #KEYS do
-  local seconds, nanos = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  local ts_field, ts_bytes, n = ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
-  local first = a + 5
-  a = first + 2 * n
-  local old = redis.call('HGET', KEYS[k], ts_field)
-  local newer = true
-  if old then
-    local s, ns = stored_time(old)
-    newer = seconds > s or (seconds == s and nanos >= ns)
-  end
-  if newer then
-    local args = {ts_field, ts_bytes}
-    for j = first, a - 1 do args[#args + 1] = ARGV[j] end
-    redis.call('HSET', KEYS[k], unpack(args))
-    written = written + 1
+local written, a, k = 0, 1, 1
+while a <= #ARGV do
+  local ts_field, n = ARGV[a], tonumber(ARGV[a + 1])
+  local names = a + 2
+  local rows = tonumber(ARGV[names + n])
+  a = names + n + 1
+  for r = 1, rows do
+    local ts_bytes = ARGV[a]
+    local old = redis.call('HGET', KEYS[k], ts_field)
+    local newer = true
+    if old then
+      local s, ns = stored_time(old)
+      local seconds, nanos = stored_time(ts_bytes)
+      newer = seconds > s or (seconds == s and nanos >= ns)
+    end
+    if newer then
+      local args = {ts_field, ts_bytes}
+      for j = 1, n do
+        args[#args + 1] = ARGV[names + j - 1]
+        args[#args + 1] = ARGV[a + j]
+      end
+      redis.call('HSET', KEYS[k], unpack(args))
+      written = written + 1
+    end
+    a = a + 1 + n
+    k = k + 1
   end
 end
 return written
@@ -107,19 +118,23 @@ class OnlineWriter:
         keys: list[bytes] = []
         args: list[Any] = []
         written = 0
-        entity_key, timestamp, fields = (
+        entity_key, timestamp, values_of = (
             self._layout.entity_key,
             self._layout.timestamp,
-            self._layout.hash_fields,
+            self._layout.hash_values,
         )
         for view_name, rows in pending.items():
             view = self._views[view_name]
-            n = len(view.fields)
-            for row in rows.values():
-                seconds, millis = divmod(row.event_time_ms, 1000)
-                keys.append(entity_key(view.key_field, row.key))
-                args += (seconds, millis * 1_000_000, view.ts_field)
-                args += (timestamp(row.event_time_ms), n, *fields(view, row.values))
+            header = (view.ts_field, len(view.fields), *view.field_keys)
+            items = list(rows.values())
+            for start in range(0, len(items), ROWS_PER_CALL):
+                chunk = items[start : start + ROWS_PER_CALL]
+                args += header
+                args.append(len(chunk))
+                for row in chunk:
+                    keys.append(entity_key(view.key_field, row.key))
+                    args.append(timestamp(row.event_time_ms))
+                    args += values_of(view, row.values)
                 if len(keys) >= ROWS_PER_CALL:
                     written += int(self._script(keys=keys, args=args))
                     keys, args = [], []

@@ -51,11 +51,12 @@ class EntityWindow:
         position = bisect_right(self.times, time_ms)
         self.times.insert(position, time_ms)
         self.event_ids.insert(position, event_id)
-        columns = self.columns
-        if not columns:
-            columns.extend([] for _ in values)
-        for column, value in zip(columns, values, strict=True):
-            column.insert(position, value)
+        if values:  # an entity whose features read no field (counts only) has no columns
+            columns = self.columns
+            if not columns:
+                columns.extend([] for _ in values)
+            for column, value in zip(columns, values, strict=True):
+                column.insert(position, value)
         return position
 
     def prune_before(self, cut_ms: int) -> None:
