@@ -17,6 +17,7 @@ from services.core.schemas import SchemaStore
 from services.core.serde import Codec, CodecFactory
 from services.core.settings import StackSettings
 from services.demo.pipeline import ServiceProcess, service_env
+from services.features.store import open_store
 from services.featurizer.processor import Accepted, EventProcessor
 from services.featurizer.windows import EntityWindow
 from services.stack.processes import free_port
@@ -26,6 +27,8 @@ pytestmark = pytest.mark.integration
 
 EVENTS = 5000
 CARDS = 60
+MERCHANTS = 20
+HOUR_MS = 3_600_000
 Vector = dict[str, object]
 
 
@@ -42,7 +45,7 @@ def make_events(seed: int) -> list[Vector]:
         {
             "event_id": f"{prefix}-{i}",
             "card_id": f"kill-card-{prefix}-{rng.randrange(CARDS)}",
-            "merchant_id": f"kill-m-{rng.randrange(20)}",
+            "merchant_id": f"kill-m-{prefix}-{rng.randrange(MERCHANTS)}",
             "amount": round(rng.uniform(1, 400), 2),
             "currency": "EUR",
             # 42 minutes of events, some up to 20 minutes out of order (accepted, none late).
@@ -104,6 +107,33 @@ class Scenario:
     def complete(self, values: list[bytes]) -> bool:
         return set(self.published(values)) == self.wanted
 
+    def merchant_counts_expected(self) -> dict[str, int]:
+        """Each merchant's ``merchant_txn_count_1h`` as of its newest event, recomputed from the
+        events alone: their times in (newest - 1 h, newest]."""
+        times: dict[str, list[int]] = {}
+        for event in self.events:
+            times.setdefault(str(event["merchant_id"]), []).append(int(str(event["event_time"])))
+        return {m: sum(1 for t in ts if t > max(ts) - HOUR_MS) for m, ts in times.items()}
+
+    def merchant_counts_online(self) -> dict[str, int]:
+        """What the Feast online store holds for this scenario's merchants."""
+        merchants = sorted(self.merchant_counts_expected())
+        online = open_store(self.stack).get_online_features(
+            features=["payments_merchant_features:merchant_txn_count_1h"],
+            entity_rows=[{"merchant_id": m} for m in merchants],
+        )
+        return dict(zip(merchants, online.to_dict()["merchant_txn_count_1h"], strict=True))
+
+    def await_merchant_rows(self, timeout_s: float) -> dict[str, int]:
+        """The online merchant counts once they equal the recomputation, or at the timeout.
+        The merchant path runs after the card's (a forward topic), so it may still be busy."""
+        deadline = time.monotonic() + timeout_s
+        while (got := self.merchant_counts_online()) != self.merchant_counts_expected():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        return got
+
     def assert_every_vector_once_as_uninterrupted(self, values: list[bytes]) -> None:
         published = self.published(values)
         assert set(published) == self.wanted, f"{len(self.wanted - set(published))} vectors lost"
@@ -141,10 +171,13 @@ def test_a_featurizer_killed_mid_stream_resumes_without_losing_or_changing_a_vec
         reader.read_until(scenario.complete, 180)
         reader.settle(2.0)
         restored = metric(port, 'streamml_featurizer_restored_entries_total{domain="payments",')
+        merchants = scenario.await_merchant_rows(60)
     finally:
         assert second.stop() == 0
         reader.close()
     scenario.assert_every_vector_once_as_uninterrupted(reader.values)
+    # The merchant windows are restored too, and each forward was counted once.
+    assert merchants == scenario.merchant_counts_expected()
     assert restored > 0, "the restarted featurizer restored nothing from the changelog"
 
 
@@ -177,12 +210,15 @@ def test_two_featurizers_in_one_group_split_the_partitions_and_agree_with_one(
         scenario.publish()
         reader.read_until(scenario.complete, 180)
         counted = [events_read(port) - b for port, b in zip(ports, before, strict=True)]
+        merchants = scenario.await_merchant_rows(60)
     finally:
         for instance in instances:
             assert instance.stop() == 0
         reader.close()
     assert all(c > 0 for c in counted) and sum(counted) >= EVENTS, f"read per instance: {counted}"
     scenario.assert_every_vector_once_as_uninterrupted(reader.values)
+    # Each merchant's window lives in one partition, whichever instance reads it.
+    assert merchants == scenario.merchant_counts_expected()
 
 
 def events_read(port: int, wait_s: float = 0.0) -> float:
