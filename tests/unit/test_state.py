@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import struct
 from typing import Any
 
 import pytest
 from fastavro import schemaless_reader
 
 from services.core.declarations import Domain
+from services.core.errors import SerializationError
+from services.core.flatavro import long_bytes
 from services.core.schemas import SchemaStore
 from services.featurizer.state import EntryCodec, WindowTable, entry_key, meta_key, parse_key
 from services.featurizer.windows import EntityAggregator, EntityWindow
@@ -120,3 +123,18 @@ def test_changelog_keys_parse_back(key: str, event_id: str) -> None:
     assert parse_key(meta_key(key)) == (b"m", key, "")
     with pytest.raises(ValueError, match="not a window changelog key"):
         parse_key(b"z" + key.encode())
+
+
+def test_entry_records_in_another_writers_layout_decode_through_fastavro(
+    schema_store: SchemaStore,
+) -> None:
+    """Avro lets a writer split an array into blocks; the hand decoder reads only the one
+    block this encoder writes and leaves the rest to fastavro."""
+    codec = EntryCodec(schema_store)
+    header = codec.encode(0, ())[:10]
+    double = struct.Struct("<d").pack
+    two_blocks = header + long_bytes(42) + long_bytes(1) + double(1.5)
+    two_blocks += long_bytes(1) + double(-3.0) + b"\x00"
+    assert codec.decode(two_blocks) == (42, (1.5, -3.0))
+    with pytest.raises(SerializationError):
+        codec.decode(codec.encode(7, (1.0, 2.0))[:-5])  # truncated
