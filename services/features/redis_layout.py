@@ -27,6 +27,8 @@ from services.core.flatavro import varint
 from services.features.feast_objects import feature_view_name
 
 EMPTY_VALUE = ValueProto().SerializeToString()
+# Timestamp's nanos field for each whole millisecond (absent when zero, as protobuf writes it).
+_NANOS_FIELD = [b"\x10" + varint(ms * 1_000_000) if ms else b"" for ms in range(1000)]
 _KEY_CACHE = 200_000
 
 
@@ -78,7 +80,7 @@ class RedisLayout:
         """``Timestamp(seconds, nanos)`` serialized: field 1 and field 2, both varints."""
         seconds, millis = divmod(event_time_ms, 1000)
         out = b"\x08" + varint(seconds) if seconds else b""
-        return out + (b"\x10" + varint(millis * 1_000_000) if millis else b"")
+        return out + _NANOS_FIELD[millis]
 
     @staticmethod
     def hash_values(view: ViewLayout, values: Mapping[str, float | int | None]) -> list[bytes]:

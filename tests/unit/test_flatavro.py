@@ -11,7 +11,7 @@ import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from services.core.errors import EncodingError, MalformedRecordError
-from services.core.flatavro import compile_codec
+from services.core.flatavro import compile_codec, varint
 from services.core.schemas import SchemaStore
 
 FLAT = {
@@ -108,3 +108,16 @@ def test_a_record_that_does_not_fit_is_refused_on_encode() -> None:
             codec[0]({**record, field: value})
     with pytest.raises(EncodingError, match="flat: field 's'"):
         codec[0]({k: v for k, v in record.items() if k != "s"})
+
+
+def test_varints_match_protobufs_own_encoder() -> None:
+    """Including numbers whose high part comes from the cache, next to ones that share it."""
+    from google.protobuf.internal.encoder import _VarintBytes
+
+    rng = random.Random(9)
+    near = 1_767_312_000_000
+    numbers = [0, 1, 127, 128, 0x3FFF, 0x4000, 2**63 - 1, 2**64 - 1]
+    numbers += [rng.randrange(2**64) for _ in range(2000)]
+    numbers += [near + rng.randrange(100_000) for _ in range(2000)]
+    for n in numbers:
+        assert varint(n) == _VarintBytes(n), n
