@@ -83,8 +83,13 @@ class ChangelogRecord(NamedTuple):
 
 
 def entry_key(entity_key: str, event_id: str) -> bytes:
+    return entry_prefix(entity_key) + event_id.encode()
+
+
+def entry_prefix(entity_key: str) -> bytes:
+    """What every entry key of one entity starts with."""
     encoded = entity_key.encode()
-    return ENTRY + len(encoded).to_bytes(_KEY_LENGTH_BYTES, "big") + encoded + event_id.encode()
+    return ENTRY + len(encoded).to_bytes(_KEY_LENGTH_BYTES, "big") + encoded
 
 
 def meta_key(entity_key: str) -> bytes:
@@ -178,9 +183,10 @@ class WindowTable:
                 window = windows.windows[entity_key]
                 added, dropped = window.added, window.dropped
                 gone = set(dropped) if dropped else ()
+                prefix = entry_prefix(entity_key)
                 for event_id, time_ms, values in added:
                     if event_id not in gone:
-                        key = entry_key(entity_key, event_id)
+                        key = prefix + event_id.encode()
                         yield ChangelogRecord(number, key, encode(time_ms, values))
                 if dropped:
                     new = {event_id for event_id, _, _ in added}
