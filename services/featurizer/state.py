@@ -20,8 +20,7 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from services.core.declarations import Domain
-from services.core.errors import MalformedRecordError
-from services.core.flatavro import long_bytes, read_long
+from services.core.flatavro import long_bytes
 from services.core.schemas import SchemaStore
 from services.core.serde import SINGLE_OBJECT_MAGIC, SingleObjectCodec
 from services.featurizer.windows import EntityWindow
@@ -35,10 +34,9 @@ _pack_doubles: dict[int, struct.Struct] = {}
 
 class EntryCodec:
     """``schemas/window_entry.avsc`` records, always Avro single-object encoded (the topic is
-    internal). By hand, the schema being two fields: a long, then an array of doubles. A
-    record in the one layout this encoder writes (a single array block) is decoded by hand
-    too; any other (another writer's blocks, another schema version) goes through fastavro,
-    and the tests check both ways against fastavro."""
+    internal). Encoding is by hand, the schema being two fields: a long, then an array of
+    doubles; decoding is the shared single-object codec's (flat, so generated), so a
+    hand-encoding mistake cannot go unnoticed."""
 
     def __init__(self, schemas: SchemaStore) -> None:
         schema = schemas.current(ENTRY_SUBJECT)
@@ -49,31 +47,15 @@ class EntryCodec:
         body = self._header + long_bytes(time_ms)
         if values:
             n = len(values)
-            body += long_bytes(n) + _doubles(n).pack(*values)
+            packer = _pack_doubles.get(n)
+            if packer is None:
+                packer = _pack_doubles[n] = struct.Struct(f"<{n}d")
+            body += long_bytes(n) + packer.pack(*values)
         return body + b"\x00"  # the array's end
 
     def decode(self, data: bytes) -> tuple[int, tuple[float, ...]]:
-        header = len(self._header)
-        if data[:header] == self._header and len(data) > header + 1 and data[-1] == 0:
-            try:
-                time_ms, pos = read_long(data, header)
-                n, pos = read_long(data, pos)
-            except (IndexError, MalformedRecordError):
-                pass
-            else:
-                if n == 0 and pos == len(data):
-                    return time_ms, ()
-                if n > 0 and pos + 8 * n + 1 == len(data):
-                    return time_ms, _doubles(n).unpack_from(data, pos)
         record = self._decoder.decode(data)
         return int(record["event_time"]), tuple(record["values"])
-
-
-def _doubles(n: int) -> struct.Struct:
-    packer = _pack_doubles.get(n)
-    if packer is None:
-        packer = _pack_doubles[n] = struct.Struct(f"<{n}d")
-    return packer
 
 
 class ChangelogRecord(NamedTuple):
