@@ -67,16 +67,21 @@ def test_each_event_is_learned_once() -> None:
     assert online.totals == LearnCounts(learned=2, duplicate=3)
 
 
-def test_a_re_remembered_event_keeps_its_first_row() -> None:
-    online = learner()
-    online.remember(["e1"], rows((900.0, 6.0)))
-    online.remember(["e1"], rows((1.0, 0.0)))
+def assert_learns_e1_as(online: OnlineLearner, row: tuple[float, float]) -> None:
+    """Learning e1 as fraud leaves ``online`` scoring as a twin that remembered ``row`` for it."""
     twin = learner()
-    twin.remember(["e1"], rows((900.0, 6.0)))
+    twin.remember(["e1"], rows(row))
     online.learn([outcome("e1", True)])
     twin.learn([outcome("e1", True)])
     probe = rows((500.0, 3.0))
     np.testing.assert_array_equal(online.model.predict(probe), twin.model.predict(probe))
+
+
+def test_a_re_remembered_event_keeps_its_first_row() -> None:
+    online = learner()
+    online.remember(["e1"], rows((900.0, 6.0)))
+    online.remember(["e1"], rows((1.0, 0.0)))
+    assert_learns_e1_as(online, (900.0, 6.0))
 
 
 def test_unknown_outcomes_are_counted_not_learned() -> None:
@@ -109,12 +114,7 @@ def test_remembered_rows_are_copies() -> None:
     batch = rows((900.0, 6.0))
     online.remember(["e1"], batch)
     batch[0] = (0.0, 0.0)  # the scorer reuses its batch buffers
-    twin = learner()
-    twin.remember(["e1"], rows((900.0, 6.0)))
-    online.learn([outcome("e1", True)])
-    twin.learn([outcome("e1", True)])
-    probe = rows((500.0, 3.0))
-    np.testing.assert_array_equal(online.model.predict(probe), twin.model.predict(probe))
+    assert_learns_e1_as(online, (900.0, 6.0))
 
 
 def test_snapshots_are_due_by_time_or_rows_once_something_was_learned() -> None:
