@@ -6,7 +6,9 @@ module-level globals, so tests and several services in one process do not collid
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, start_http_server
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 NAMESPACE = "streamml"
 
@@ -60,3 +62,24 @@ def serve_metrics(registry: CollectorRegistry, port: int, host: str) -> int:
     server, _thread = start_http_server(port, addr=host, registry=registry)
     bound: int = server.server_port
     return bound
+
+
+class MetricMaker:
+    """Builds metrics in one registry under the project's namespace, so each definition says
+    only its name, help, labels (and buckets)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+        return Counter(name, doc, labels, namespace=NAMESPACE, registry=self._registry)
+
+    def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(name, doc, labels, namespace=NAMESPACE, registry=self._registry)
+
+    def histogram(
+        self, name: str, doc: str, labels: Sequence[str] = (), *, buckets: Sequence[float]
+    ) -> Histogram:
+        return Histogram(
+            name, doc, labels, namespace=NAMESPACE, registry=self._registry, buckets=buckets
+        )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from services.core.metrics import LATENCY_BUCKETS, NAMESPACE
+from services.core.metrics import LATENCY_BUCKETS, MetricMaker
 
 ROWS_WRITTEN = "feature_log_rows_written"  # _total, by domain
 FILES_WRITTEN = "feature_log_files_written"  # _total, by domain
@@ -27,20 +27,18 @@ class FeatureLogMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> FeatureLogMetrics:
+        make = MetricMaker(registry)
+
         def counter(name: str, help_text: str, *labels: str) -> Counter:
-            return Counter(
-                name, help_text, ["domain", *labels], namespace=NAMESPACE, registry=registry
-            )
+            return make.counter(name, help_text, ["domain", *labels])
 
         return cls(
             rows_written=counter(ROWS_WRITTEN, "Feature vectors written to parquet"),
             files_written=counter(FILES_WRITTEN, "Parquet part files written"),
-            write_seconds=Histogram(
+            write_seconds=make.histogram(
                 WRITE_SECONDS,
                 "Time to write and rename one part file",
                 ["domain"],
-                namespace=NAMESPACE,
-                registry=registry,
                 buckets=LATENCY_BUCKETS,
             ),
             dead_letters=counter(DEAD_LETTERS, "Feature records sent to the DLQ", "reason"),

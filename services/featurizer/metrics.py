@@ -23,67 +23,49 @@ class FeaturizerMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> FeaturizerMetrics:
-        ns = names.NAMESPACE
+        make = names.MetricMaker(registry)
         return cls(
-            events=Counter(
-                names.FEATURIZER_EVENTS, "Events read", ["domain"], namespace=ns, registry=registry
-            ),
-            vectors=Counter(
+            events=make.counter(names.FEATURIZER_EVENTS, "Events read", ["domain"]),
+            vectors=make.counter(
                 names.FEATURIZER_VECTORS,
                 "Feature vectors published",
                 ["domain"],
-                namespace=ns,
-                registry=registry,
             ),
-            dead_letters=Counter(
+            dead_letters=make.counter(
                 names.FEATURIZER_DLQ,
                 "Events sent to the DLQ",
                 ["domain", "reason"],
-                namespace=ns,
-                registry=registry,
             ),
-            restored=Counter(
+            restored=make.counter(
                 names.FEATURIZER_RESTORED,
                 "Window entries restored from the changelog when partitions were assigned",
                 ["domain", "entity"],
-                namespace=ns,
-                registry=registry,
             ),
-            duplicates=Counter(
+            duplicates=make.counter(
                 names.FEATURIZER_DUPLICATES,
                 "Duplicate events dropped",
                 ["domain"],
-                namespace=ns,
-                registry=registry,
             ),
-            process_seconds=Histogram(
+            process_seconds=make.histogram(
                 names.FEATURIZER_PROCESS_SECONDS,
                 "Time to process one event",
                 ["domain"],
-                namespace=ns,
-                registry=registry,
                 buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05),
             ),
-            lag_seconds=Histogram(
+            lag_seconds=make.histogram(
                 names.FEATURIZER_LAG_SECONDS,
                 "Wall clock minus event time at processing",
                 ["domain"],
-                namespace=ns,
-                registry=registry,
                 buckets=names.LATENCY_BUCKETS,
             ),
-            write_rows=Histogram(
+            write_rows=make.histogram(
                 names.FEATURIZER_ONLINE_WRITE_ROWS,
                 "Rows per online-store write",
-                namespace=ns,
-                registry=registry,
                 buckets=names.BATCH_BUCKETS,
             ),
-            write_seconds=Histogram(
+            write_seconds=make.histogram(
                 names.FEATURIZER_ONLINE_WRITE_SECONDS,
                 "Online-store write time",
-                namespace=ns,
-                registry=registry,
                 buckets=names.LATENCY_BUCKETS,
             ),
         )

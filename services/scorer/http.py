@@ -105,36 +105,28 @@ class HttpMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> HttpMetrics:
-        ns = names.NAMESPACE
+        make = names.MetricMaker(registry)
         return cls(
-            requests=Counter(
+            requests=make.counter(
                 names.SCORER_HTTP_REQUESTS,
                 "HTTP requests answered, by route and status",
                 ["route", "status"],
-                namespace=ns,
-                registry=registry,
             ),
-            seconds=PromHistogram(
+            seconds=make.histogram(
                 names.SCORER_HTTP_SECONDS,
                 "Time to answer an HTTP request",
                 ["route"],
-                namespace=ns,
-                registry=registry,
                 buckets=names.LATENCY_BUCKETS,
             ),
-            predictions=Counter(
+            predictions=make.counter(
                 names.SCORER_HTTP_PREDICTIONS,
                 "Predictions answered over HTTP (not published)",
                 ["domain", "model_version", "served_by"],
-                namespace=ns,
-                registry=registry,
             ),
-            fallbacks=Counter(
+            fallbacks=make.counter(
                 names.SCORER_HTTP_FALLBACKS,
                 "Vectors answered over HTTP that the heuristic scored",
                 ["domain", "cause"],
-                namespace=ns,
-                registry=registry,
             ),
         )
 

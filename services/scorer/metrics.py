@@ -26,95 +26,71 @@ class ScorerMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ScorerMetrics:
-        ns = names.NAMESPACE
+        make = names.MetricMaker(registry)
         return cls(
-            predictions=Counter(
+            predictions=make.counter(
                 names.SCORER_PREDICTIONS,
                 "Predictions published",
                 ["domain", "model_version", "served_by"],
-                namespace=ns,
-                registry=registry,
             ),
-            batch_size=Histogram(
+            batch_size=make.histogram(
                 names.SCORER_BATCH_SIZE,
                 "Events per micro-batch",
                 ["domain"],
-                namespace=ns,
-                registry=registry,
                 buckets=names.BATCH_BUCKETS,
             ),
-            inference_seconds=Histogram(
+            inference_seconds=make.histogram(
                 names.SCORER_INFERENCE_SECONDS,
                 "Model time per micro-batch",
                 ["domain"],
-                namespace=ns,
-                registry=registry,
                 buckets=names.LATENCY_BUCKETS,
             ),
-            commit_seconds=Histogram(
+            commit_seconds=make.histogram(
                 names.SCORER_COMMIT_SECONDS,
                 "Publishing a micro-batch: its Kafka transaction, from begin to committed",
                 ["domain"],
-                namespace=ns,
-                registry=registry,
                 buckets=names.LATENCY_BUCKETS,
             ),
-            end_to_end_seconds=Histogram(
+            end_to_end_seconds=make.histogram(
                 names.SCORER_END_TO_END_SECONDS,
                 "Event time to prediction publish",
                 ["domain"],
-                namespace=ns,
-                registry=registry,
                 buckets=names.LATENCY_BUCKETS,
             ),
-            dead_letters=Counter(
+            dead_letters=make.counter(
                 names.SCORER_DLQ,
                 "Feature records sent to the DLQ",
                 ["domain", "reason"],
-                namespace=ns,
-                registry=registry,
             ),
-            duplicates=Counter(
+            duplicates=make.counter(
                 names.SCORER_DUPLICATES,
                 "Feature vectors seen again for a scored event",
                 ["domain"],
-                namespace=ns,
-                registry=registry,
             ),
-            model_loads=Counter(
+            model_loads=make.counter(
                 names.SCORER_MODEL_LOADS,
                 "Model load attempts",
                 ["domain", "outcome"],
-                namespace=ns,
-                registry=registry,
             ),
-            fallbacks=Counter(
+            fallbacks=make.counter(
                 names.SCORER_FALLBACKS,
                 "Events scored by the heuristic",
                 ["domain", "cause"],
-                namespace=ns,
-                registry=registry,
             ),
-            outcomes=Counter(
+            outcomes=make.counter(
                 names.SCORER_OUTCOMES,
                 "Outcomes read by online models: learned, unknown (event not remembered), "
                 "duplicate, undecodable",
                 ["domain", "result"],
-                namespace=ns,
-                registry=registry,
             ),
-            snapshots=Counter(
+            snapshots=make.counter(
                 names.SCORER_SNAPSHOTS,
                 "Online-model snapshots saved and registered as candidates",
                 ["domain"],
-                namespace=ns,
-                registry=registry,
             ),
-            lag=Gauge(
+            lag=make.gauge(
                 names.SCORER_LAG,
                 "Feature records not yet consumed, per partition (from the last fetch)",
                 ["domain", "partition"],
-                namespace=ns,
-                registry=registry,
             ),
         )
