@@ -171,13 +171,10 @@ def test_a_featurizer_killed_mid_stream_resumes_without_losing_or_changing_a_vec
         reader.read_until(scenario.complete, 180)
         reader.settle(2.0)
         restored = metric(port, 'streamml_featurizer_restored_entries_total{domain="payments",')
-        merchants = scenario.await_merchant_rows(60)
     finally:
         assert second.stop() == 0
         reader.close()
     scenario.assert_every_vector_once_as_uninterrupted(reader.values)
-    # The merchant windows are restored too, and each forward was counted once.
-    assert merchants == scenario.merchant_counts_expected()
     assert restored > 0, "the restarted featurizer restored nothing from the changelog"
 
 
