@@ -20,7 +20,7 @@ from services.bench.output import say
 from services.bench.procstat import Usage, count_outputs, usage
 from services.cli.run import codecs_for
 from services.core.domains import load_domain
-from services.core.kafka import consumer_config, create_topics
+from services.core.kafka import consumer_config, create_topics, partition_count
 from services.core.settings import StackSettings
 from services.demo.pipeline import ServiceProcess, service_env
 from services.featurizer.routes import internal_topics
@@ -55,7 +55,8 @@ def run(base: StackSettings, *, events: int, cards: int) -> FeaturizerResult:
         counter.subscribe([domain.topics.features])
         featurizer = ServiceProcess("featurizer", service_env(settings), home / "featurizer.log")
         app_id = FeaturizerSettings().featurizer_app_id
-        create_topics(settings, internal_topics(settings, domain, app_id))  # what it would
+        partitions = partition_count(settings, domain.topics.events)
+        create_topics(settings, internal_topics(domain, app_id, partitions))  # what it would
         forwarded = [domain.topics.by_entity(app_id, e.name) for e in domain.secondary_entities]
         progress = CommittedOffsets(settings, app_id, forwarded)
         try:

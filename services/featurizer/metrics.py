@@ -16,6 +16,7 @@ class FeaturizerMetrics:
     dead_letters: Counter
     duplicates: Counter
     restored: Counter
+    forwarded_again: Counter
     process_seconds: Histogram
     lag_seconds: Histogram
     write_rows: Histogram
@@ -39,6 +40,11 @@ class FeaturizerMetrics:
             restored=make.counter(
                 names.FEATURIZER_RESTORED,
                 "Window entries restored from the changelog when partitions were assigned",
+                ["domain", "entity"],
+            ),
+            forwarded_again=make.counter(
+                names.FEATURIZER_FORWARDED_AGAIN,
+                "Forwarded events received again after a crash and not counted twice",
                 ["domain", "entity"],
             ),
             duplicates=make.counter(

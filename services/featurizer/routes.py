@@ -16,19 +16,23 @@ from prometheus_client import Counter, Histogram
 
 from services.core.deadletter import SourcePosition
 from services.core.declarations import Domain, Entity
-from services.core.kafka import TopicSpec, partition_count
+from services.core.kafka import TopicSpec
 from services.core.serde import CodecFactory
-from services.core.settings import StackSettings
 from services.features.feast_objects import feature_view_name
 from services.featurizer.metrics import FeaturizerMetrics
 from services.featurizer.online import OnlineBuffer, OnlineRow
 from services.featurizer.processor import Accepted, EventProcessor, Rejected
-from services.featurizer.secondary import SecondaryUpdater
+from services.featurizer.secondary import (
+    SecondaryUpdater,
+    forward_key,
+    forward_partition,
+    forward_source,
+)
 from services.featurizer.state import WindowTable
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[str, bytes | None, bytes], None]
+Send = Callable[[str, bytes | None, bytes, int], None]
 
 
 class KeyEntityRoute:
@@ -41,6 +45,7 @@ class KeyEntityRoute:
         codecs: CodecFactory,
         metrics: FeaturizerMetrics,
         send: Send,
+        partitions: int,
     ) -> None:
         topics = domain.topics
         self.topic = topics.events
@@ -54,6 +59,7 @@ class KeyEntityRoute:
         self._forwards = [
             (e.key_field, topics.by_entity(app_id, e.name)) for e in domain.secondary_entities
         ]
+        self._partitions = partitions  # of the events topic and every topic co-partitioned with it
         self._view = feature_view_name(domain, domain.key_entity)
         self._send = send
         self._events: Counter = metrics.events.labels(domain.name)
@@ -74,9 +80,15 @@ class KeyEntityRoute:
             verdict = process(message.key(), message.value(), position, table.partition(partition))
             if isinstance(verdict, Accepted):
                 key = verdict.key.encode()
-                send(self._features_topic, key, self._encode_vector(verdict.vector))
+                send(self._features_topic, key, self._encode_vector(verdict.vector), -1)
                 for key_field, topic in self._forwards:
-                    send(topic, str(verdict.vector[key_field]).encode(), message.value())
+                    other = str(verdict.vector[key_field]).encode()
+                    send(
+                        topic,
+                        forward_key(other, partition, message.offset()),
+                        message.value(),
+                        forward_partition(other, self._partitions),
+                    )
                 rows[(partition, verdict.key)] = (
                     OnlineRow(verdict.key, verdict.event_time_ms, verdict.features)
                     if verdict.newest
@@ -85,7 +97,7 @@ class KeyEntityRoute:
                 vectors += 1
                 newest_ms = max(newest_ms, verdict.event_time_ms)
             elif isinstance(verdict, Rejected):
-                send(self._dlq_topic, message.key(), self._encode_letter(verdict.dead_letter))
+                send(self._dlq_topic, message.key(), self._encode_letter(verdict.dead_letter), -1)
                 self._dead_letters.labels(self._domain, verdict.reason).inc()
                 log.info("dead letter: %s", verdict.dead_letter["detail"])
             else:
@@ -110,18 +122,35 @@ class KeyEntityRoute:
 class SecondaryRoute:
     """Forwarded events of one other entity: its windows and online row."""
 
-    def __init__(self, domain: Domain, entity: Entity, app_id: str, codecs: CodecFactory) -> None:
+    def __init__(
+        self,
+        domain: Domain,
+        entity: Entity,
+        app_id: str,
+        codecs: CodecFactory,
+        metrics: FeaturizerMetrics,
+    ) -> None:
         self.topic = domain.topics.by_entity(app_id, entity.name)
         self.table = WindowTable(domain, entity.name, codecs.store, app_id)
         self._updater = SecondaryUpdater(domain, entity, codecs.for_topic(domain.topics.events))
         self._view = feature_view_name(domain, entity.name)
+        self._forwarded_again: Counter = metrics.forwarded_again.labels(domain.name, entity.name)
 
     def handle(self, messages: list[Any], online: OnlineBuffer) -> None:
         table, apply = self.table, self._updater.apply
-        touched = {
-            (message.partition(), apply(message.value(), table.partition(message.partition())))
-            for message in messages
-        }
+        touched: set[tuple[int, str]] = set()
+        again = 0
+        for message in messages:
+            partition = message.partition()
+            windows = table.partition(partition)
+            source, offset = forward_source(message.key())
+            if offset <= windows.forwarded.get(source, -1):
+                again += 1  # sent again after a crash: counted already
+                continue
+            windows.forwarded[source] = offset
+            touched.add((partition, apply(message.value(), windows)))
+        if again:
+            self._forwarded_again.inc(again)
         for partition, key in touched:
             window = table.partition(partition).windows[key]
             online.add(self._view, self._updater.online_row(key, window))
@@ -134,18 +163,25 @@ Route = KeyEntityRoute | SecondaryRoute
 
 
 def build_routes(
-    domain: Domain, app_id: str, codecs: CodecFactory, metrics: FeaturizerMetrics, send: Send
+    domain: Domain,
+    app_id: str,
+    codecs: CodecFactory,
+    metrics: FeaturizerMetrics,
+    send: Send,
+    partitions: int,
 ) -> list[Route]:
-    """The routes of one domain: its events, then each secondary entity's forwards."""
-    routes: list[Route] = [KeyEntityRoute(domain, app_id, codecs, metrics, send)]
-    routes += [SecondaryRoute(domain, e, app_id, codecs) for e in domain.secondary_entities]
+    """The routes of one domain: its events, then each secondary entity's forwards.
+    ``partitions``: the events topic's count, which its internal topics share."""
+    routes: list[Route] = [KeyEntityRoute(domain, app_id, codecs, metrics, send, partitions)]
+    routes += [
+        SecondaryRoute(domain, e, app_id, codecs, metrics) for e in domain.secondary_entities
+    ]
     return routes
 
 
-def internal_topics(settings: StackSettings, domain: Domain, app_id: str) -> list[TopicSpec]:
+def internal_topics(domain: Domain, app_id: str, partitions: int) -> list[TopicSpec]:
     """The topics a featurizer app keeps for itself, named after it (as faust and Kafka
-    Streams do), co-partitioned with the domain's events topic."""
-    partitions = partition_count(settings, domain.topics.events)
+    Streams do), co-partitioned with the domain's events topic (``partitions``)."""
     changelog = {"cleanup.policy": "compact"}
     specs = [
         TopicSpec(domain.topics.windows_changelog(app_id, domain.key_entity), partitions, changelog)

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from services.core.declarations import Domain
 from services.core.errors import StackError
-from services.core.kafka import consumer_config, create_topics, producer_config
+from services.core.kafka import consumer_config, create_topics, partition_count, producer_config
 from services.core.lifecycle import StoppableLoop
 from services.core.serde import CodecFactory
 from services.core.transactions import TransactionalProducer
@@ -70,10 +70,12 @@ class Featurizer(StoppableLoop):
         self._send = self._producer.send
         self._routes: dict[str, Route] = {}
         for domain in domains:
-            created = create_topics(settings, internal_topics(settings, domain, app_id))
+            partitions = partition_count(settings, domain.topics.events)
+            created = create_topics(settings, internal_topics(domain, app_id, partitions))
             if created:
                 log.info("created %s", ", ".join(created))
-            for route in build_routes(domain, app_id, codecs, self._metrics, self._send):
+            routes = build_routes(domain, app_id, codecs, self._metrics, self._send, partitions)
+            for route in routes:
                 self._routes[route.topic] = route
         self._parked: set[tuple[str, int]] = set()
 
@@ -116,9 +118,10 @@ class Featurizer(StoppableLoop):
         with self._producer.batch(TopicPartition(t, p, o) for (t, p), o in offsets.items()):
             for topic, batch in by_topic.items():
                 self._routes[topic].handle(batch, self._online)
-            for route in self._routes.values():
+            for topic, route in self._routes.items():
                 table = route.table
-                for record in table.drain():
+                marks = {p: o for (t, p), o in offsets.items() if t == topic}
+                for record in table.drain(marks):
                     self._send(table.topic, record.key, record.value, record.partition)
             self._write_online()
         per_event = (time.perf_counter() - started) / len(messages)
@@ -152,13 +155,23 @@ class Featurizer(StoppableLoop):
             for topic, number in assigned - kept
         }
         started = time.perf_counter()
+        committed = self._committed(assigned - kept)
         changelogs = read_changelogs(
             self._settings, to_restore, self._settings.featurizer_restore_timeout_s
         )
         for (changelog, number), records in changelogs.items():
-            table = to_restore[(changelog, number)].table
-            entries = table.restore(number, records)
-            self._metrics.restored.labels(table.domain, table.entity).inc(entries)
+            route = to_restore[(changelog, number)]
+            table = route.table
+            restored = table.restore(number, records, committed[(route.topic, number)])
+            self._metrics.restored.labels(table.domain, table.entity).inc(restored.entries)
+            if restored.ignored:
+                log.warning(
+                    "%s [%d]: %d records after the last committed batch ignored (a transaction "
+                    "that never committed); the next batch writes over them",
+                    changelog,
+                    number,
+                    restored.ignored,
+                )
         log.info(
             "assigned %d partitions (%d kept, %d restored in %.2f s)",
             len(assigned),
@@ -166,6 +179,14 @@ class Featurizer(StoppableLoop):
             len(to_restore),
             time.perf_counter() - started,
         )
+
+    def _committed(self, partitions: set[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        """The group's committed offset of each source partition (None: none yet)."""
+        if not partitions:
+            return {}
+        wanted = [TopicPartition(t, p) for t, p in partitions]
+        found = self._consumer.committed(wanted, self._settings.featurizer_restore_timeout_s)
+        return {(tp.topic, tp.partition): tp.offset if tp.offset >= 0 else None for tp in found}
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Every batch is committed before the next poll, so nothing is in flight. Keep the

@@ -4,9 +4,16 @@ A window table holds the windows of one domain's entity for the partitions this 
 owns. Every change is journalled as small records on the entity's compacted changelog topic
 (one per accepted event, a tombstone when it leaves the window, one for the latest pruned time),
 co-partitioned with the topic the entity is read from. The records go out in the same Kafka
-transaction as the batch's outputs and consumed offsets, so after a crash the changelog holds
-exactly the state as of the last committed batch. A restart replays the changelog partition,
-in offset order, before it processes anything from the source partition.
+transaction as the batch's outputs and consumed offsets, and each batch ends its records in a
+partition with a mark naming the source offset it commits. A restart replays the changelog
+partition, in offset order, up to the mark of the group's committed offset, before it processes
+anything from the source partition.
+
+Why the marks: the embedded broker writes an aborted transaction's abort marker but does not
+list the transaction as aborted in its fetch answers, so a read_committed reader sees its
+records (measured, docs/operations.md). A featurizer killed inside a transaction therefore
+leaves records of a batch that never committed. The restore ignores what follows the committed
+mark, and the next batch writes over it (``compensate``) so the log means the same again.
 
 The same layout as faust's changelogged tables (compacted topic, co-partitioned, restored on
 assignment), but each record is one window entry rather than the whole window: a busy
@@ -16,10 +23,11 @@ entity's window costs one small record per event, not a rewrite per batch.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 from services.core.declarations import Domain
+from services.core.errors import StackError
 from services.core.flatavro import long_bytes
 from services.core.schemas import SchemaStore
 from services.core.serde import SINGLE_OBJECT_MAGIC, SingleObjectCodec
@@ -27,7 +35,9 @@ from services.featurizer.windows import EntityWindow
 
 ENTRY = b"e"
 META = b"m"
+MARK = b"c"
 ENTRY_SUBJECT = "window_entry"
+MARK_SUBJECT = "changelog_mark"
 _KEY_LENGTH_BYTES = 2
 _pack_doubles: dict[int, struct.Struct] = {}
 
@@ -58,6 +68,23 @@ class EntryCodec:
         return int(record["event_time"]), tuple(record["values"])
 
 
+class MarkCodec:
+    """``schemas/changelog_mark.avsc`` records: one per partition and batch, so the shared
+    codec's speed is enough."""
+
+    def __init__(self, schemas: SchemaStore) -> None:
+        self._codec = SingleObjectCodec(schemas.current(MARK_SUBJECT), schemas)
+
+    def encode(self, next_source_offset: int, forwarded: dict[int, int]) -> bytes:
+        pairs = [{"partition": p, "offset": o} for p, o in sorted(forwarded.items())]
+        return self._codec.encode({"next_source_offset": next_source_offset, "forwarded": pairs})
+
+    def decode(self, data: bytes) -> tuple[int, dict[int, int]]:
+        record = self._codec.decode(data)
+        forwarded = {int(f["partition"]): int(f["offset"]) for f in record["forwarded"]}
+        return int(record["next_source_offset"]), forwarded
+
+
 class ChangelogRecord(NamedTuple):
     partition: int
     key: bytes
@@ -81,6 +108,8 @@ def meta_key(entity_key: str) -> bytes:
 def parse_key(key: bytes) -> tuple[bytes, str, str]:
     """(kind, entity key, event id); the event id is empty for a meta record."""
     kind = key[:1]
+    if kind == MARK:
+        return kind, "", ""
     if kind == META:
         return kind, key[1:].decode(), ""
     if kind != ENTRY:
@@ -96,6 +125,11 @@ class PartitionWindows:
     def __init__(self) -> None:
         self.windows: dict[str, EntityWindow] = {}
         self.changed: set[str] = set()
+        # Forwarded events (secondary entities): per source partition, the highest source
+        # offset counted. Forwards of one source partition arrive in offset order, so one
+        # at or below it was sent again after a crash and is counted already.
+        self.forwarded: dict[int, int] = {}
+        self.uncommitted_keys: set[bytes] = set()  # found by a restore after the committed mark
 
     def get(self, key: str) -> EntityWindow | None:
         return self.windows.get(key)
@@ -113,6 +147,7 @@ class WindowTable:
         self.domain = domain.name
         self.entity = entity
         self._codec = EntryCodec(schemas)
+        self._marks = MarkCodec(schemas)
         self._partitions: dict[int, PartitionWindows] = {}
 
     @property
@@ -126,58 +161,128 @@ class WindowTable:
             windows = self._partitions[number] = PartitionWindows()
         return windows
 
-    def restore(self, number: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
-        """Rebuilds a partition from its changelog records in offset order; returns entries."""
-        entries: dict[str, dict[str, tuple[int, tuple[float, ...]]]] = {}
+    def restore(
+        self, number: int, records: Sequence[tuple[bytes, bytes | None]], committed: int | None
+    ) -> Restored:
+        """Rebuilds a partition from its changelog records in offset order, as of the batch
+        that committed source offset ``committed`` (None: nothing committed yet)."""
+        cut, forwarded = self._committed_end(number, records, committed)
+        entries: dict[str, dict[str, tuple[int, tuple[float, ...]] | None]] = {}
         pruned: dict[str, int] = {}
-        for key, value in records:
+        for key, value in records[:cut]:
             kind, entity_key, event_id = parse_key(key)
+            if kind == MARK:
+                continue
             if kind == META:
-                if value is not None:
+                if value is None:  # written over what a batch that never committed left
+                    pruned.pop(entity_key, None)
+                else:
                     pruned[entity_key] = self._codec.decode(value)[0]
                 continue
+            # A tombstone leaves its key's place: where a batch that never committed had
+            # pruned an entry, the next batch writes it back, and ties in event time keep
+            # arrival order, the order of first records.
             events = entries.setdefault(entity_key, {})
-            if value is None:
-                events.pop(event_id, None)
-            else:
-                events[event_id] = self._codec.decode(value)
+            events[event_id] = None if value is None else self._codec.decode(value)
         windows = self.partition(number)
         windows.windows.clear()
         windows.changed.clear()
+        windows.forwarded = forwarded
+        windows.uncommitted_keys = {key for key, _ in records[cut:] if key[:1] != MARK}
         count = 0
         for entity_key in entries.keys() | pruned.keys():
             window = EntityWindow(pruned_latest=pruned.get(entity_key))
-            for event_id, (time_ms, values) in entries.get(entity_key, {}).items():
-                window.insert(event_id, time_ms, values)  # dicts keep arrival order
-                count += 1
+            for event_id, entry in entries.get(entity_key, {}).items():
+                if entry is not None:
+                    window.insert(event_id, *entry)  # dicts keep arrival order
+                    count += 1
             windows.windows[entity_key] = window
-        return count
+        return Restored(count, len(records) - cut)
+
+    def _committed_end(
+        self, number: int, records: Sequence[tuple[bytes, bytes | None]], committed: int | None
+    ) -> tuple[int, dict[int, int]]:
+        """Where the committed records end: just after the last mark of offset ``committed``
+        (a batch that never committed marks a greater one), with that mark's forwards."""
+        if committed is None:
+            return 0, {}
+        for i in range(len(records) - 1, -1, -1):
+            key, value = records[i]
+            if key == MARK and value is not None:
+                next_offset, forwarded = self._marks.decode(value)
+                if next_offset == committed:
+                    return i + 1, forwarded
+        raise StackError(
+            f"{self.topic} [{number}] has no batch mark for the committed source offset "
+            f"{committed}, so its state cannot be restored as of that offset ({len(records)} "
+            "records read). The topic was recreated or written by a streamml without marks; "
+            "start the featurizer under a new STREAMML_FEATURIZER_APP_ID to rebuild its state "
+            "from the events"
+        )
+
+    def mark(self, number: int, next_source_offset: int) -> ChangelogRecord:
+        """The record that ends a batch's changes to a partition (see the module's doc)."""
+        forwarded = self.partition(number).forwarded
+        return ChangelogRecord(number, MARK, self._marks.encode(next_source_offset, forwarded))
 
     def drop(self, number: int) -> None:
         """Forgets a partition this instance no longer owns."""
         self._partitions.pop(number, None)
 
-    def drain(self) -> Iterator[ChangelogRecord]:
-        """The changelog records of every change since the last drain."""
-        encode = self._codec.encode
+    def drain(self, next_offsets: Mapping[int, int] | None = None) -> Iterator[ChangelogRecord]:
+        """The changelog records of every change since the last drain. With ``next_offsets``
+        (the source offsets a batch commits, by partition) each of those partitions' records
+        end with its mark, and begin by writing over what a restore found past the committed
+        mark."""
+        marks = next_offsets or {}
         for number, windows in self._partitions.items():
-            for entity_key in windows.changed:
-                window = windows.windows[entity_key]
-                added, dropped = window.added, window.dropped
-                gone = set(dropped) if dropped else ()
-                prefix = entry_prefix(entity_key)
-                for event_id, time_ms, values in added:
-                    if event_id not in gone:
-                        key = prefix + event_id.encode()
-                        yield ChangelogRecord(number, key, encode(time_ms, values))
-                if dropped:
-                    new = {event_id for event_id, _, _ in added}
-                    for event_id in dropped:
-                        if event_id not in new:
-                            yield ChangelogRecord(number, entry_key(entity_key, event_id), None)
-                    if window.pruned_latest is not None:
-                        value = encode(window.pruned_latest, ())
-                        yield ChangelogRecord(number, meta_key(entity_key), value)
-                    dropped.clear()
-                added.clear()
-            windows.changed.clear()
+            if windows.uncommitted_keys and number in marks:
+                yield from self._compensate(number, windows)
+            if windows.changed:
+                yield from self._changes(number, windows)
+        for number, offset in marks.items():
+            yield self.mark(number, offset)
+
+    def _changes(self, number: int, windows: PartitionWindows) -> Iterator[ChangelogRecord]:
+        encode = self._codec.encode
+        for entity_key in windows.changed:
+            window = windows.windows[entity_key]
+            added, dropped = window.added, window.dropped
+            gone = set(dropped) if dropped else ()
+            prefix = entry_prefix(entity_key)
+            for event_id, time_ms, values in added:
+                if event_id not in gone:
+                    key = prefix + event_id.encode()
+                    yield ChangelogRecord(number, key, encode(time_ms, values))
+            if dropped:
+                new = {event_id for event_id, _, _ in added}
+                for event_id in dropped:
+                    if event_id not in new:
+                        yield ChangelogRecord(number, entry_key(entity_key, event_id), None)
+                if window.pruned_latest is not None:
+                    value = encode(window.pruned_latest, ())
+                    yield ChangelogRecord(number, meta_key(entity_key), value)
+                dropped.clear()
+            added.clear()
+        windows.changed.clear()
+
+    def _compensate(self, number: int, windows: PartitionWindows) -> Iterator[ChangelogRecord]:
+        """Records that write the current value over each key a restore found after the
+        committed mark, so that the log, read in order, means the windows again."""
+        encode = self._codec.encode
+        for key in sorted(windows.uncommitted_keys):
+            kind, entity_key, event_id = parse_key(key)
+            window = windows.windows.get(entity_key)
+            value = None
+            if window is not None and kind == META and window.pruned_latest is not None:
+                value = encode(window.pruned_latest, ())
+            elif window is not None and kind == ENTRY and event_id in window.event_ids:
+                i = window.event_ids.index(event_id)
+                value = encode(window.times[i], tuple(column[i] for column in window.columns))
+            yield ChangelogRecord(number, key, value)
+        windows.uncommitted_keys = set()
+
+
+class Restored(NamedTuple):
+    entries: int  # window entries rebuilt
+    ignored: int  # records after the committed mark: a transaction that never committed

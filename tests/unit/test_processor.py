@@ -63,15 +63,17 @@ class ChangelogStore(DictStore):
         )
         self._table = self._new_table()
         self.log: dict[bytes, bytes] = {}
+        self._batches = 0  # each put is a committed batch; its number stands for the offset
 
     def get(self, key: str) -> EntityWindow | None:
         restored = self._new_table()
-        restored.restore(0, list(self.log.items()))
+        restored.restore(0, list(self.log.items()), self._batches or None)
         return restored.partition(0).get(key)
 
     def put(self, key: str, window: EntityWindow) -> None:
         self._table.partition(0).put(key, window)
-        for record in self._table.drain():
+        self._batches += 1
+        for record in self._table.drain({0: self._batches}):
             self.log.pop(record.key, None)  # compaction keeps a key's latest record only
             if record.value is not None:
                 self.log[record.key] = record.value

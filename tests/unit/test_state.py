@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 from typing import Any
 
@@ -10,27 +11,39 @@ import pytest
 from fastavro import schemaless_reader
 
 from services.core.declarations import Domain
-from services.core.errors import SerializationError
+from services.core.errors import SerializationError, StackError
 from services.core.flatavro import long_bytes
 from services.core.schemas import SchemaStore
-from services.featurizer.state import EntryCodec, WindowTable, entry_key, meta_key, parse_key
+from services.featurizer.state import (
+    MARK,
+    EntryCodec,
+    WindowTable,
+    entry_key,
+    meta_key,
+    parse_key,
+)
 from services.featurizer.windows import EntityAggregator, EntityWindow
 
 HOUR_MS = 3_600_000
 APP = "streamml-featurizer"
+COMMITTED = b"(the group's committed offset, kept beside the log)"
 
 
 def compacted(log: dict[bytes, bytes], table: WindowTable) -> None:
-    """Applies a drain to a dict the way log compaction keeps a key's latest record."""
-    for record in table.drain():
+    """Applies a drain, as one committed batch, to a dict the way log compaction keeps a key's
+    latest record."""
+    batch = len(log) + 1  # any offset will do: only the mark's equality to it matters
+    for record in table.drain({0: batch}):
         log.pop(record.key, None)
         if record.value is not None:
             log[record.key] = record.value
+    log[COMMITTED] = str(batch).encode()
 
 
 def restored(domain: Domain, schemas: SchemaStore, log: dict[bytes, bytes]) -> WindowTable:
     table = WindowTable(domain, domain.key_entity, schemas, APP)
-    table.restore(0, list(log.items()))
+    records = [(k, v) for k, v in log.items() if k != COMMITTED]
+    table.restore(0, records, int(log[COMMITTED]) if COMMITTED in log else None)
     return table
 
 
@@ -98,7 +111,7 @@ def test_an_event_added_and_pruned_in_one_batch_leaves_no_record(
     aggregator.add(window, "old", 0, {"amount": 1.0})
     aggregator.add(window, "new", 30 * HOUR_MS, {"amount": 2.0})  # prunes "old"
     table.partition(0).put("c", window)
-    records = list(table.drain())
+    records = list(table.drain())  # no offsets: no mark
     assert [(r.key, r.value is None) for r in records] == [
         (entry_key("c", "new"), False),
         (meta_key("c"), False),
@@ -137,3 +150,116 @@ def test_entry_records_in_another_writers_layout_decode_too(
     assert codec.decode(two_blocks) == (42, (1.5, -3.0))
     with pytest.raises(SerializationError):
         codec.decode(codec.encode(7, (1.0, 2.0))[:-5])  # truncated
+
+
+class Run:
+    """A featurizer's work on one partition, batch by batch, against an append-only changelog
+    (``log``) and a committed source offset, as the broker keeps them."""
+
+    def __init__(self, domain: Domain, schemas: SchemaStore, events: list[dict[str, Any]]) -> None:
+        self.domain, self.schemas, self.events = domain, schemas, events
+        self.aggregator = EntityAggregator(domain, "card")
+        self.lateness = int(domain.allowed_lateness.total_seconds() * 1000)
+        self.log: list[tuple[bytes, bytes | None]] = []
+        self.committed: int | None = None
+        self.features: dict[str, Any] = {}  # by event id, as last computed
+
+    def start(self) -> WindowTable:
+        table = WindowTable(self.domain, self.domain.key_entity, self.schemas, APP)
+        table.restore(0, self.log, self.committed)
+        return table
+
+    def batch(self, table: WindowTable, end: int, *, commits: bool, leaks: float = 1.0) -> None:
+        """Processes events from the committed offset to ``end``. A batch that does not commit
+        leaves the first ``leaks`` share of its records in the log all the same."""
+        windows = table.partition(0)
+        for event in self.events[self.committed or 0 : end]:
+            key = event["card_id"]
+            window = windows.get(key) or EntityWindow()
+            if window.has(event["event_id"]) or window.is_late(event["event_time"], self.lateness):
+                continue
+            args = (event["event_id"], event["event_time"], event)
+            self.features[event["event_id"]] = self.aggregator.add(window, *args)
+            windows.put(key, window)
+        records = [(r.key, r.value) for r in table.drain({0: end})]
+        if commits:
+            self.log += records
+            self.committed = end
+        else:
+            self.log += records[: int(len(records) * leaks)]
+
+
+@pytest.mark.parametrize("seed", range(41, 53))
+def test_a_restore_ignores_what_a_batch_that_never_committed_left_in_the_changelog(
+    payments: Domain, schema_store: SchemaStore, make_stream: Any, seed: int
+) -> None:
+    """The embedded broker shows an aborted transaction's records to read_committed readers.
+    Killed inside a batch, a featurizer leaves part of that batch's records; the restart must
+    restore the state as of the committed batch, process the batch again to the same features,
+    and leave a log that a later restore reads right too."""
+    rng = random.Random(seed)
+    events = make_stream(seed, n_cards=4)
+    uninterrupted = Run(payments, schema_store, events)
+    table = uninterrupted.start()
+    for end in range(25, len(events) + 25, 25):
+        uninterrupted.batch(table, min(end, len(events)), commits=True)
+
+    run = Run(payments, schema_store, events)
+    table = run.start()
+    for crash in range(1, 3):
+        while (run.committed or 0) < crash * len(events) // 3:
+            run.batch(table, (run.committed or 0) + rng.randint(5, 40), commits=True)
+        left = (run.committed or 0) + rng.randint(20, 60)
+        run.batch(table, left, commits=False, leaks=rng.random())
+        table = run.start()  # the restart
+        assert snapshot(table) == restored_as_of(run, uninterrupted), "it counted uncommitted"
+        # The batch processed again, in a smaller batch than the one that never committed,
+        # then killed between two batches: what that batch left must still read right.
+        run.batch(table, (run.committed or 0) + rng.randint(1, 10), commits=True)
+        table = run.start()
+        assert snapshot(table) == restored_as_of(run, uninterrupted), "leftovers came back"
+    while (run.committed or 0) < len(events):
+        run.batch(table, min((run.committed or 0) + rng.randint(5, 40), len(events)), commits=True)
+
+    assert run.features == uninterrupted.features
+    assert snapshot(run.start()) == snapshot(uninterrupted.start())
+
+
+def restored_as_of(run: Run, uninterrupted: Run) -> list[Any]:
+    """The windows an uninterrupted run had after the same events as ``run`` committed."""
+    reference = Run(uninterrupted.domain, uninterrupted.schemas, uninterrupted.events)
+    table = reference.start()
+    if run.committed:
+        reference.batch(table, run.committed, commits=True)
+    return snapshot(table)
+
+
+def snapshot(table: WindowTable) -> list[Any]:
+    windows = table.partition(0).windows
+    return sorted(
+        (k, w.times, w.event_ids, w.columns, w.pruned_latest) for k, w in windows.items() if w.times
+    )
+
+
+def test_nothing_committed_restores_nothing_and_writes_over_what_was_left(
+    payments: Domain, schema_store: SchemaStore, make_stream: Any
+) -> None:
+    run = Run(payments, schema_store, make_stream(5, n_cards=2))
+    run.batch(run.start(), 30, commits=False)
+    assert run.log, "the batch left nothing to test with"
+    table = run.start()
+    assert table.partition(0).windows == {}
+    records = list(table.drain({0: 0}))
+    assert {r.key for r in records[:-1]} == {k for k, _ in run.log if k != MARK}
+    assert all(r.value is None for r in records[:-1])  # tombstones: nothing was committed
+    assert records[-1].key == MARK
+
+
+def test_a_changelog_without_the_committed_mark_is_refused(
+    payments: Domain, schema_store: SchemaStore, make_stream: Any
+) -> None:
+    run = Run(payments, schema_store, make_stream(6, n_cards=2))
+    run.batch(run.start(), 30, commits=True)
+    run.committed = 31  # the group is past anything the changelog knows of
+    with pytest.raises(StackError, match="no batch mark for the committed source offset 31"):
+        run.start()
