@@ -14,14 +14,20 @@ from services.core.settings import StackSettings
 
 def publish(
     settings: StackSettings, topic: str, items: Iterable[tuple[bytes | None, bytes | None]]
-) -> int:
+) -> list[tuple[int, int]]:
+    """Publishes in order; returns each record's (partition, offset), in the same order."""
     producer = Producer({"bootstrap.servers": settings.bootstrap, "linger.ms": 2})
-    count = 0
-    for key, value in items:
-        producer.produce(topic, key=key, value=value)
-        count += 1
+    positions: list[tuple[int, int]] = []
+    for index, (key, value) in enumerate(items):
+        positions.append((-1, -1))
+
+        def delivered(error: Any, message: Any, index: int = index) -> None:
+            assert error is None, f"record {index} was not delivered: {error}"
+            positions[index] = (message.partition(), message.offset())
+
+        producer.produce(topic, key=key, value=value, on_delivery=delivered)
     assert producer.flush(30) == 0, "not every record was delivered"
-    return count
+    return positions
 
 
 class TopicReader:

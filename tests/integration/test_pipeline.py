@@ -120,7 +120,7 @@ def test_every_event_gets_exactly_one_prediction_and_bad_input_goes_to_the_dlq(
         (b"itest-card-6", unknown_writer),
         (b"itest-card-7", truncated),
     ]
-    sent = publish(stack, "payments.transactions", items)
+    sent = len(publish(stack, "payments.transactions", items))
     wanted = {str(r["event_id"]) for r in good}
 
     predictions = TopicReader(stack, "payments.predictions")

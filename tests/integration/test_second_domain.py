@@ -38,6 +38,7 @@ FEATURES_DIR = SECOND_DOMAIN / "features"
 SCHEMAS_DIR = SECOND_DOMAIN / "schemas"
 REPOSITORY_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 PLATFORM_SCHEMAS = (  # every stack has them
+    "changelog_mark.avsc",
     "dlq.avsc",
     "ml.models.avsc",
     "ml.models.events.avsc",
