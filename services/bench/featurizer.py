@@ -5,13 +5,17 @@ featurizer starts and a counting consumer (no decoding) times from the first vec
 N-th, and on until the featurizer has also processed every event it forwarded to itself
 (merchant windows): its committed offsets there stop moving. CPU seconds of the featurizer
 process over that span give events per CPU-second, the figure for "one core": the broker,
-Redis and the counter run on the other core.
+Redis and the counter run on the other core. With ``core`` the featurizer is also pinned to that
+one CPU, so its events per wall-clock second are on one core by construction.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
@@ -41,9 +45,12 @@ class FeaturizerResult:
     featurizer_cpu_seconds: float
     events_per_cpu_second: float
     featurizer_peak_rss_mib: float
+    featurizer_core: int | None  # the CPU it was pinned to, if any
 
 
-def run(base: StackSettings, *, events: int, cards: int) -> FeaturizerResult:
+def run(
+    base: StackSettings, *, events: int, cards: int, core: int | None = None
+) -> FeaturizerResult:
     home = base.home / "bench-featurizer"
     shutil.rmtree(home, ignore_errors=True)
     with embedded.running_stack(base.model_copy(update={"home": home})) as settings:
@@ -53,14 +60,17 @@ def run(base: StackSettings, *, events: int, cards: int) -> FeaturizerResult:
         publish_synthetic(settings, domain, codec, count=events, rate=0, seed=3, cards=cards)
         counter = Consumer(consumer_config(settings, "bench-counter"))
         counter.subscribe([domain.topics.features])
-        featurizer = ServiceProcess("featurizer", service_env(settings), home / "featurizer.log")
+        with children_on(core):
+            featurizer = ServiceProcess(
+                "featurizer", service_env(settings), home / "featurizer.log"
+            )
         app_id = FeaturizerSettings().featurizer_app_id
         partitions = partition_count(settings, domain.topics.events)
         create_topics(settings, internal_topics(domain, app_id, partitions))  # what it would
         forwarded = [domain.topics.by_entity(app_id, e.name) for e in domain.secondary_entities]
         progress = CommittedOffsets(settings, app_id, forwarded)
         try:
-            return _measure(counter, featurizer, progress, events, cards)
+            return _measure(counter, featurizer, progress, events, cards, core)
         finally:
             featurizer.stop()
             counter.close()
@@ -94,6 +104,7 @@ def _measure(
     progress: CommittedOffsets,
     events: int,
     cards: int,
+    core: int | None,
 ) -> FeaturizerResult:
     counted = count_outputs(
         counter, featurizer.process.pid, events, START_TIMEOUT_S, featurizer.log_path
@@ -109,7 +120,25 @@ def _measure(
         featurizer_cpu_seconds=round(cpu, 2),
         events_per_cpu_second=round(events / cpu) if cpu else 0,
         featurizer_peak_rss_mib=round(end.peak_rss_mib, 1),
+        featurizer_core=core,
     )
+
+
+@contextmanager
+def children_on(core: int | None) -> Iterator[None]:
+    """Processes started inside run on CPU ``core`` only (None: anywhere): a child inherits the
+    affinity of the thread that starts it, and this thread gets its own back afterwards."""
+    if core is None:
+        yield
+        return
+    if core not in os.sched_getaffinity(0):
+        raise ValueError(f"CPU {core} is not one this process may use: {os.sched_getaffinity(0)}")
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def _secondary_done(progress: CommittedOffsets, featurizer: ServiceProcess) -> tuple[float, Usage]:

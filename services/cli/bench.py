@@ -18,6 +18,9 @@ def register(commands: Any) -> None:
     )
     featurizer.add_argument("--events", type=int, default=100_000)
     featurizer.add_argument("--cards", type=int, default=10_000)
+    featurizer.add_argument(
+        "--core", type=int, default=None, help="pin the featurizer to this CPU (default: none)"
+    )
     featurizer.add_argument("--out", type=Path, default=Path(".streamml/bench/featurizer.json"))
     featurizer.set_defaults(handler=cmd_featurizer)
     scorer = targets.add_parser(
@@ -42,7 +45,7 @@ def cmd_featurizer(args: argparse.Namespace) -> int:
     from services.bench import featurizer
     from services.bench.output import report
 
-    result = featurizer.run(StackSettings(), events=args.events, cards=args.cards)
+    result = featurizer.run(StackSettings(), events=args.events, cards=args.cards, core=args.core)
     report(result, args.out)
     return 0
 
