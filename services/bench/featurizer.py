@@ -5,8 +5,9 @@ featurizer starts and a counting consumer (no decoding) times from the first vec
 N-th, and on until the featurizer has also processed every event it forwarded to itself
 (merchant windows): its committed offsets there stop moving. CPU seconds of the featurizer
 process over that span give events per CPU-second, the figure for "one core": the broker,
-Redis and the counter run on the other core. With ``core`` the featurizer is also pinned to that
-one CPU, so its events per wall-clock second are on one core by construction.
+Redis and the counter run on the other core. With ``core`` the featurizer runs on that CPU alone
+and everything else (broker, Redis, publisher, counter) on the others, so its events per
+wall-clock second are one core's by construction.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from services.bench.output import say
 from services.bench.procstat import Usage, count_outputs, usage
 from services.cli.run import codecs_for
 from services.core.domains import load_domain
+from services.core.errors import ConfigError
 from services.core.kafka import consumer_config, create_topics, partition_count
 from services.core.settings import StackSettings
 from services.demo.pipeline import ServiceProcess, service_env
@@ -53,14 +55,18 @@ def run(
 ) -> FeaturizerResult:
     home = base.home / "bench-featurizer"
     shutil.rmtree(home, ignore_errors=True)
-    with embedded.running_stack(base.model_copy(update={"home": home})) as settings:
+    others = None if core is None else _other_cpus(core)
+    with (
+        this_thread_on(others),
+        embedded.running_stack(base.model_copy(update={"home": home})) as settings,
+    ):
         domain = load_domain(settings.features_dir, "payments")
         codec = codecs_for(settings).for_topic(domain.topics.events)
         say(f"publishing {events} transactions over {cards} cards")
         publish_synthetic(settings, domain, codec, count=events, rate=0, seed=3, cards=cards)
         counter = Consumer(consumer_config(settings, "bench-counter"))
         counter.subscribe([domain.topics.features])
-        with children_on(core):
+        with this_thread_on(None if core is None else {core}):
             featurizer = ServiceProcess(
                 "featurizer", service_env(settings), home / "featurizer.log"
             )
@@ -124,17 +130,25 @@ def _measure(
     )
 
 
+def _other_cpus(core: int) -> set[int]:
+    allowed = os.sched_getaffinity(0)
+    if core not in allowed or len(allowed) < 2:
+        raise ConfigError(
+            f"--core {core}: this process may use CPUs {sorted(allowed)}; the featurizer needs "
+            "one of them to itself and the rest need at least one other"
+        )
+    return allowed - {core}
+
+
 @contextmanager
-def children_on(core: int | None) -> Iterator[None]:
-    """Processes started inside run on CPU ``core`` only (None: anywhere): a child inherits the
-    affinity of the thread that starts it, and this thread gets its own back afterwards."""
-    if core is None:
+def this_thread_on(cpus: set[int] | None) -> Iterator[None]:
+    """This thread, and the processes and threads it starts meanwhile (they inherit its
+    affinity), on ``cpus`` only (None: unchanged); this thread gets its own back afterwards."""
+    if cpus is None:
         yield
         return
-    if core not in os.sched_getaffinity(0):
-        raise ValueError(f"CPU {core} is not one this process may use: {os.sched_getaffinity(0)}")
     before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {core})
+    os.sched_setaffinity(0, cpus)
     try:
         yield
     finally:

@@ -19,7 +19,10 @@ def register(commands: Any) -> None:
     featurizer.add_argument("--events", type=int, default=100_000)
     featurizer.add_argument("--cards", type=int, default=10_000)
     featurizer.add_argument(
-        "--core", type=int, default=None, help="pin the featurizer to this CPU (default: none)"
+        "--core",
+        type=int,
+        default=None,
+        help="run the featurizer on this CPU alone, the rest on the others (default: no pinning)",
     )
     featurizer.add_argument("--out", type=Path, default=Path(".streamml/bench/featurizer.json"))
     featurizer.set_defaults(handler=cmd_featurizer)
