@@ -11,8 +11,36 @@ from services.core.settings import StackSettings
 
 
 def register(commands: Any) -> None:
-    bench = commands.add_parser("bench", help="benchmarks on a fresh embedded stack")
-    targets = bench.add_subparsers(dest="target", required=True)
+    bench = commands.add_parser(
+        "bench",
+        help="benchmarks on a fresh embedded stack (no target: the whole pipeline against the "
+        "tutorial-style peer)",
+    )
+    bench.add_argument("--quick", action="store_true", help="two short steps each (~1 minute)")
+    bench.add_argument(
+        "--systems",
+        default="streamml,peer",
+        help="comma-separated: streamml (ours), peer (faust + Feast tutorial style)",
+    )
+    bench.add_argument("--cards", type=int, default=10_000, help="distinct cards in the load")
+    bench.add_argument(
+        "--rates", default=None, help="comma-separated offered rates per step (default: a ladder)"
+    )
+    bench.add_argument("--step-seconds", type=float, default=None, help="length of each step")
+    bench.add_argument(
+        "--partitions", type=int, default=None, help="partitions of every data topic (default 4)"
+    )
+    bench.add_argument("--json", type=Path, default=Path(".streamml/bench/pipeline.json"))
+    bench.add_argument("--plot", type=Path, default=Path(".streamml/bench/pipeline.png"))
+    bench.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        help="also write the table into this markdown file between its bench markers "
+        "(docs/benchmarks.md)",
+    )
+    bench.set_defaults(handler=cmd_pipeline)
+    targets = bench.add_subparsers(dest="target", required=False)
     featurizer = targets.add_parser(
         "featurizer", help="the featurizer alone: events/s into vectors"
     )
@@ -42,6 +70,37 @@ def register(commands: Any) -> None:
     )
     scorer.add_argument("--out", type=Path, default=Path(".streamml/bench/scorer.json"))
     scorer.set_defaults(handler=cmd_scorer)
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from services.bench import pipeline, pipeline_report
+
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(systems) - set(pipeline.FULL)
+    if unknown or not systems:
+        raise ConfigError(
+            f"--systems: {sorted(unknown)} unknown; choose from {sorted(pipeline.FULL)}"
+        )
+    base = StackSettings()
+    if args.partitions is not None:
+        base = base.model_copy(update={"topic_partitions": args.partitions})
+    rates = [float(r) for r in args.rates.split(",")] if args.rates else None
+    results = pipeline.run(
+        base,
+        systems=systems,
+        quick=args.quick,
+        cards=args.cards,
+        rates=rates,
+        step_seconds=args.step_seconds,
+    )
+    pipeline.write_json(results, args.json)
+    pipeline_report.plot(results, args.plot)
+    command = "streamml bench" + (" --quick" if args.quick else "")
+    if args.docs is not None:
+        pipeline_report.write_docs(args.docs, pipeline_report.docs_section(results, command))
+    print(pipeline_report.table(results))
+    print(f"raw figures: {args.json}; plot: {args.plot}")
+    return 0
 
 
 def cmd_featurizer(args: argparse.Namespace) -> int:

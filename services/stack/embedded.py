@@ -75,11 +75,18 @@ def start_servers(
 @contextmanager
 def running_stack(settings: StackSettings) -> Iterator[StackSettings]:
     """Starts what the settings do not name, prepares topics and Feast, stops it all after."""
+    with running_servers(settings) as (connected_settings, _state):
+        yield connected_settings
+
+
+@contextmanager
+def running_servers(settings: StackSettings) -> Iterator[tuple[StackSettings, StackState]]:
+    """``running_stack``, also telling what it started (the benchmarks measure those pids)."""
     state, processes = start_servers(settings, detach=False)
     try:
         connected_settings = connected(settings, state)
         prepare(connected_settings)
-        yield connected_settings
+        yield connected_settings, state
     finally:
         for process in processes:
             process.terminate()

@@ -1,0 +1,346 @@
+"""``streamml bench``: the whole pipeline, events in to predictions out, against the peer.
+
+Method, per system (ours: the featurizer and the scorer; the peer: services/bench/peer), each
+on a fresh embedded stack (broker and Redis) on this machine:
+
+1. The bootstrap model is trained and promoted; the system's processes start; a warm-up step
+   (a few hundred events) must come out as predictions before anything is measured.
+2. Steps of rising offered rate. Each step is one run of the open-loop load generator in a
+   process of its own (``loadgen.py``): events due at fixed times, stamped with their due time.
+   The predictions are read, read_committed, in this process (``arrivals.py``); so are the
+   feature vectors, which splits each latency into the featurizer's share and the rest.
+3. A step is **kept up** when every one of its events has been predicted within
+   ``KEEP_UP_S`` of the step's last due time and the generator itself kept to its schedule.
+   The first step that is not kept up ends the ladder: the pipeline fell behind (its backlog
+   grows as long as the load lasts). Its events are still waited for, up to ``DRAIN_S``, so
+   every event is accounted for: predicted once, predicted more than once, or missing.
+4. Per step: sustained throughput (predictions over the step's span), latency from event time
+   to receipt (p50, p95, p99, max), and CPU seconds of every process over the step (broker,
+   Redis, each service, the load generator, this measuring process); peak RSS at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from services.bench.arrivals import Arrivals, StepArrivals
+from services.bench.loadgen import StepPlan, StepSent
+from services.bench.output import say
+from services.bench.procstat import usage
+from services.cli.models import train_and_register
+from services.cli.run import codecs_for
+from services.core.declarations import Domain
+from services.core.domains import load_domain
+from services.core.errors import StackError
+from services.core.modelstore import ModelStore, path_of
+from services.core.registry import promote
+from services.core.settings import StackSettings
+from services.demo.pipeline import ServiceProcess, service_env
+from services.stack import embedded
+
+KEEP_UP_S = 1.0
+DRAIN_S = 30.0
+WARM_UP_RATE = 200.0
+WARM_UP_S = 2.0
+WARM_UP_TIMEOUT_S = 120.0
+TRAIN_EVENTS = 20_000
+SEED = 7
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """The offered rates of one system's steps, and how long each lasts."""
+
+    rates: tuple[float, ...]
+    seconds: float
+
+
+FULL = {
+    "streamml": Ladder((1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000, 20_000), 10.0),
+    "peer": Ladder((25, 50, 75, 100, 150, 200, 300, 400), 10.0),
+}
+QUICK = {
+    "streamml": Ladder((1_000, 4_000), 4.0),
+    "peer": Ladder((25, 100), 4.0),
+}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    offered_per_s: float
+    seconds: float
+    sent: int
+    predicted: int
+    duplicated: int
+    missing: int
+    kept_up: bool
+    throughput_per_s: float
+    latency_ms_p50: float
+    latency_ms_p95: float
+    latency_ms_p99: float
+    latency_ms_max: float
+    vector_ms_p50: float | None  # event time to the feature vector's receipt: the featurizer's
+    vector_ms_p99: float | None  # share (None: the system publishes no vectors, as the peer)
+    send_lag_s: float
+    cpu_seconds: dict[str, float]
+
+
+@dataclass
+class SystemResult:
+    system: str
+    cards: int
+    partitions: int
+    steps: list[StepResult] = field(default_factory=list)
+    peak_rss_mib: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def sustained_per_s(self) -> float:
+        """The highest throughput of a kept-up step (0 when none was)."""
+        return max((s.throughput_per_s for s in self.steps if s.kept_up), default=0.0)
+
+
+class System(Protocol):
+    """The processes under test; ``pids`` names each for CPU and memory."""
+
+    @property
+    def pids(self) -> dict[str, int]: ...
+
+    def stop(self) -> None: ...
+
+
+class OurPipeline:
+    def __init__(self, settings: StackSettings, home: Path) -> None:
+        env = service_env(settings)
+        self._processes = {
+            name: ServiceProcess(name, env, home / f"{name}.log")
+            for name in ("featurizer", "scorer")
+        }
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {name: p.process.pid for name, p in self._processes.items()}
+
+    def stop(self) -> None:
+        for process in self._processes.values():
+            process.stop()
+
+
+def run(
+    base: StackSettings,
+    *,
+    systems: Sequence[str],
+    quick: bool,
+    cards: int,
+    rates: Sequence[float] | None = None,
+    step_seconds: float | None = None,
+) -> list[SystemResult]:
+    """Each system's ladder (``rates`` and ``step_seconds`` override the default one)."""
+    results = []
+    for name in systems:
+        ladder = (QUICK if quick else FULL)[name]
+        ladder = Ladder(tuple(rates or ladder.rates), step_seconds or ladder.seconds)
+        results.append(_run_system(base, name, ladder, cards))
+    return results
+
+
+def _run_system(base: StackSettings, name: str, ladder: Ladder, cards: int) -> SystemResult:
+    home = base.home / f"bench-{name}"
+    shutil.rmtree(home, ignore_errors=True)
+    with embedded.running_servers(base.model_copy(update={"home": home})) as (settings, state):
+        domain = load_domain(settings.features_dir, "payments")
+        model_path, version = _champion(settings, domain)
+        say(f"{name}: starting")
+        system = _start(name, settings, home, model_path, version)
+        run_id = uuid.uuid4().hex[:8]
+        codecs = codecs_for(settings)
+        codec = codecs.for_topic(domain.topics.predictions)
+        arrivals = Arrivals(settings, domain.topics.predictions, codec, run_id)
+        vectors = Arrivals(
+            settings, domain.topics.features, codecs.for_topic(domain.topics.features), run_id
+        )
+        pids = {**system.pids, "broker": state.broker_pid or 0, "redis": state.redis_pid or 0}
+        result = SystemResult(name, cards, settings.topic_partitions)
+        try:
+            step = _Stepper(settings, domain, (arrivals, vectors), pids, run_id, cards)
+            warm = step.run(WARM_UP_RATE, WARM_UP_S, timeout_s=WARM_UP_TIMEOUT_S)
+            if warm.missing:
+                raise StackError(
+                    f"{name}: {warm.missing} warm-up events never came out; see {home}"
+                )
+            for rate in ladder.rates:
+                say(f"{name}: {rate:,.0f} events/s for {ladder.seconds:.0f} s")
+                outcome = step.run(rate, ladder.seconds, timeout_s=DRAIN_S)
+                result.steps.append(outcome)
+                say(_summary(outcome))
+                if not outcome.kept_up:
+                    break
+            result.peak_rss_mib = {n: round(usage(p).peak_rss_mib, 1) for n, p in pids.items()}
+            result.peak_rss_mib["loadgen"] = step.loadgen_peak_rss_mib
+            result.peak_rss_mib["measuring"] = round(_self_peak_rss_mib(), 1)
+        finally:
+            arrivals.close()
+            vectors.close()
+            system.stop()
+        return result
+
+
+def _champion(settings: StackSettings, domain: Domain) -> tuple[Path, str]:
+    say(f"training and promoting the bootstrap model ({TRAIN_EVENTS} events)")
+    version = train_and_register(settings, domain, seed=SEED, events=TRAIN_EVENTS)
+    promote(settings, codecs_for(settings), domain.model_name, version)
+    card = ModelStore(settings.models_dir).card(domain.model_name, version)
+    return path_of(str(card["artifact_uri"])), version
+
+
+def _start(name: str, settings: StackSettings, home: Path, model: Path, version: str) -> System:
+    if name == "streamml":
+        return OurPipeline(settings, home)
+    from services.bench.peer.runner import PeerPipeline
+
+    peer = PeerPipeline(settings, home, model, version)
+    peer.start()
+    return peer
+
+
+class _Stepper:
+    """Runs one step: the generator's process, the wait for its predictions, the CPU spent."""
+
+    def __init__(
+        self,
+        settings: StackSettings,
+        domain: Domain,
+        readers: tuple[Arrivals, Arrivals],
+        pids: dict[str, int],
+        run_id: str,
+        cards: int,
+    ) -> None:
+        self._settings = settings
+        self._topic = domain.topics.events
+        self._arrivals, self._vectors = readers
+        self._pids = pids
+        self._run_id = run_id
+        self._cards = cards
+        self._number = 0
+        self.loadgen_peak_rss_mib = 0.0
+
+    def run(self, rate: float, seconds: float, *, timeout_s: float) -> StepResult:
+        number, self._number = self._number, self._number + 1
+        plan = StepPlan(
+            bootstrap=self._settings.bootstrap,
+            schemas_dir=str(self._settings.schemas_dir),
+            topic=self._topic,
+            cards=self._cards,
+            seed=SEED,
+            run_id=self._run_id,
+            step=number,
+            rate=rate,
+            seconds=seconds,
+        )
+        self._arrivals.expect(number, plan.count)
+        self._vectors.expect(number, plan.count)
+        before = self._cpu()
+        sent, loadgen_cpu = self._generate(plan)
+        kept_up = self._arrivals.wait(
+            number, max(0.0, sent.last_due_unix_s + KEEP_UP_S - time.time())
+        )
+        if not kept_up:
+            self._arrivals.wait(number, timeout_s)
+        after = self._cpu()
+        cpu = {n: round(after[n] - before[n], 2) for n in after}
+        cpu["loadgen"] = round(loadgen_cpu, 2)
+        arrived = self._arrivals.snapshot(number)
+        vectors = self._vectors.snapshot(number)
+        kept_up = kept_up and sent.send_lag_s < KEEP_UP_S
+        return _step_result(plan, sent, arrived, vectors, kept_up, cpu)
+
+    def _generate(self, plan: StepPlan) -> tuple[StepSent, float]:
+        """Runs the generator's process; its report and its CPU seconds (from wait4)."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.bench.loadgen", plan.to_json()],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        out = process.stdout.read()
+        _, status, used = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode:
+            raise StackError(f"the load generator failed (exit {process.returncode})")
+        sent = StepSent.from_json(out.strip().splitlines()[-1])
+        self.loadgen_peak_rss_mib = max(self.loadgen_peak_rss_mib, round(sent.peak_rss_mib, 1))
+        return sent, used.ru_utime + used.ru_stime
+
+    def _cpu(self) -> dict[str, float]:
+        found = {n: usage(p).cpu_seconds for n, p in self._pids.items() if p}
+        found["measuring"] = _self_cpu_s()
+        return found
+
+
+def _step_result(
+    plan: StepPlan,
+    sent: StepSent,
+    arrived: StepArrivals,
+    vectors: StepArrivals,
+    kept_up: bool,
+    cpu: dict[str, float],
+) -> StepResult:
+    latencies = sorted(arrived.latencies_ms)
+    to_vector = sorted(vectors.latencies_ms)
+    span = max(arrived.last_arrival_unix_s - sent.first_due_unix_s, plan.seconds)
+    return StepResult(
+        offered_per_s=plan.rate,
+        seconds=plan.seconds,
+        sent=sent.sent,
+        predicted=arrived.arrived,
+        duplicated=arrived.duplicated,
+        missing=plan.count - arrived.arrived,
+        kept_up=kept_up,
+        throughput_per_s=round(arrived.arrived / span, 1),
+        latency_ms_p50=_pct(latencies, 50),
+        latency_ms_p95=_pct(latencies, 95),
+        latency_ms_p99=_pct(latencies, 99),
+        latency_ms_max=round(latencies[-1], 1) if latencies else 0.0,
+        vector_ms_p50=_pct(to_vector, 50) if to_vector else None,
+        vector_ms_p99=_pct(to_vector, 99) if to_vector else None,
+        send_lag_s=round(sent.send_lag_s, 3),
+        cpu_seconds=cpu,
+    )
+
+
+def _pct(ordered: list[float], p: float) -> float:
+    if not ordered:
+        return 0.0
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))], 1)
+
+
+def _summary(step: StepResult) -> str:
+    verdict = "kept up" if step.kept_up else "FELL BEHIND"
+    return (
+        f"  {verdict}: {step.throughput_per_s:,.0f}/s, p50 {step.latency_ms_p50} ms, "
+        f"p99 {step.latency_ms_p99} ms, missing {step.missing}, duplicated {step.duplicated}"
+    )
+
+
+def _self_cpu_s() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
+def _self_peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_json(results: list[SystemResult], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")

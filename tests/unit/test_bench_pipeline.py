@@ -1,0 +1,77 @@
+"""The pure parts of ``streamml bench``: event ids, per-step accounting, the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.bench.arrivals import StepArrivals
+from services.bench.loadgen import StepPlan, event_id, parse_event_id
+from services.bench.pipeline import StepResult, SystemResult
+from services.bench.pipeline_report import DOCS_END, DOCS_START, table, throughput_ratio, write_docs
+
+
+def step(offered: float, throughput: float, *, kept_up: bool) -> StepResult:
+    return StepResult(
+        offered_per_s=offered,
+        seconds=10.0,
+        sent=int(offered * 10),
+        predicted=int(offered * 10),
+        duplicated=0,
+        missing=0,
+        kept_up=kept_up,
+        throughput_per_s=throughput,
+        latency_ms_p50=5.0,
+        latency_ms_p95=9.0,
+        latency_ms_p99=12.0,
+        latency_ms_max=30.0,
+        vector_ms_p50=2.0,
+        vector_ms_p99=6.0,
+        send_lag_s=0.0,
+        cpu_seconds={"broker": 1.5, "scorer": 0.5},
+    )
+
+
+def test_event_ids_carry_run_step_and_index_and_others_are_told_apart() -> None:
+    assert parse_event_id(event_id("ab12cd34", 3, 1_234_567)) == ("ab12cd34", 3, 1_234_567)
+    for foreign in ("e-1", "card-7-x", "", "a-b-c"):
+        assert parse_event_id(foreign) is None
+
+
+def test_a_step_plan_survives_its_trip_to_the_generator_process() -> None:
+    plan = StepPlan("127.0.0.1:9092", "/s", "payments.transactions", 10, 7, "r", 2, 1_500.0, 4.0)
+    assert StepPlan.from_json(plan.to_json()) == plan
+    assert plan.count == 6_000
+
+
+def test_step_arrivals_count_missing_and_duplicated_events() -> None:
+    arrivals = StepArrivals(5)
+    for index in (0, 1, 1, 3, 3, 3):
+        arrivals.seen[index] += 1
+    assert arrivals.arrived == 3
+    assert arrivals.duplicated == 2
+
+
+def test_sustained_throughput_is_the_best_kept_up_step_and_the_ratio_uses_it() -> None:
+    ours = SystemResult("streamml", 10_000, 4, [step(1_000, 990, kept_up=True)])
+    ours.steps.append(step(8_000, 7_900, kept_up=True))
+    ours.steps.append(step(12_000, 9_000, kept_up=False))  # fell behind: not sustained
+    peer = SystemResult("peer", 10_000, 4, [step(100, 99, kept_up=True)])
+    peer.steps.append(step(200, 120, kept_up=False))
+    assert ours.sustained_per_s == 7_900
+    assert throughput_ratio([ours, peer]) == 7_900 / 99
+    text = table([ours, peer])
+    assert "| streamml | 12,000 | 9,000 | no |" in text
+    assert "streamml sustains 79.8 times the peer's throughput" in text
+
+
+def test_the_docs_section_is_replaced_between_its_markers_and_nothing_else(tmp_path: Path) -> None:
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(f"# Benchmarks\n\nbefore\n\n{DOCS_START}\nold table\n{DOCS_END}\n\nafter\n")
+    write_docs(docs, f"{DOCS_START}\nnew table\n{DOCS_END}")
+    assert docs.read_text() == (
+        f"# Benchmarks\n\nbefore\n\n{DOCS_START}\nnew table\n{DOCS_END}\n\nafter\n"
+    )
+    fresh = tmp_path / "other.md"
+    fresh.write_text("# Other\n")
+    write_docs(fresh, f"{DOCS_START}\nx\n{DOCS_END}")
+    assert fresh.read_text() == f"# Other\n\n{DOCS_START}\nx\n{DOCS_END}\n"
