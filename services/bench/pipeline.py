@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -103,6 +103,7 @@ class SystemResult:
     partitions: int
     steps: list[StepResult] = field(default_factory=list)
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)  # what --set gave our services
 
     @property
     def sustained_per_s(self) -> float:
@@ -120,8 +121,10 @@ class System(Protocol):
 
 
 class OurPipeline:
-    def __init__(self, settings: StackSettings, home: Path) -> None:
-        env = service_env(settings)
+    def __init__(
+        self, settings: StackSettings, home: Path, service_settings: Mapping[str, str]
+    ) -> None:
+        env = service_env(settings, service_settings)
         self._processes = {
             name: ServiceProcess(name, env, home / f"{name}.log")
             for name in ("featurizer", "scorer")
@@ -144,24 +147,28 @@ def run(
     cards: int,
     rates: Sequence[float] | None = None,
     step_seconds: float | None = None,
+    service_settings: Mapping[str, str] | None = None,
 ) -> list[SystemResult]:
-    """Each system's ladder (``rates`` and ``step_seconds`` override the default one)."""
+    """Each system's ladder (``rates`` and ``step_seconds`` override the default one);
+    ``service_settings``: environment settings for our services."""
     results = []
     for name in systems:
         ladder = (QUICK if quick else FULL)[name]
         ladder = Ladder(tuple(rates or ladder.rates), step_seconds or ladder.seconds)
-        results.append(_run_system(base, name, ladder, cards))
+        results.append(_run_system(base, name, ladder, cards, service_settings or {}))
     return results
 
 
-def _run_system(base: StackSettings, name: str, ladder: Ladder, cards: int) -> SystemResult:
+def _run_system(
+    base: StackSettings, name: str, ladder: Ladder, cards: int, service_settings: Mapping[str, str]
+) -> SystemResult:
     home = base.home / f"bench-{name}"
     shutil.rmtree(home, ignore_errors=True)
     with embedded.running_servers(base.model_copy(update={"home": home})) as (settings, state):
         domain = load_domain(settings.features_dir, "payments")
         model_path, version = _champion(settings, domain)
         say(f"{name}: starting")
-        system = _start(name, settings, home, model_path, version)
+        system = _start(name, settings, home, model_path, version, service_settings)
         run_id = uuid.uuid4().hex[:8]
         codecs = codecs_for(settings)
         codec = codecs.for_topic(domain.topics.predictions)
@@ -171,6 +178,8 @@ def _run_system(base: StackSettings, name: str, ladder: Ladder, cards: int) -> S
         )
         pids = {**system.pids, "broker": state.broker_pid or 0, "redis": state.redis_pid or 0}
         result = SystemResult(name, cards, settings.topic_partitions)
+        if name == "streamml":
+            result.settings = dict(service_settings)
         try:
             step = _Stepper(settings, domain, (arrivals, vectors), pids, run_id, cards)
             warm = step.run(WARM_UP_RATE, WARM_UP_S, timeout_s=WARM_UP_TIMEOUT_S)
@@ -203,9 +212,16 @@ def _champion(settings: StackSettings, domain: Domain) -> tuple[Path, str]:
     return path_of(str(card["artifact_uri"])), version
 
 
-def _start(name: str, settings: StackSettings, home: Path, model: Path, version: str) -> System:
+def _start(
+    name: str,
+    settings: StackSettings,
+    home: Path,
+    model: Path,
+    version: str,
+    service_settings: Mapping[str, str],
+) -> System:
     if name == "streamml":
-        return OurPipeline(settings, home)
+        return OurPipeline(settings, home, service_settings)
     from services.bench.peer.runner import PeerPipeline
 
     peer = PeerPipeline(settings, home, model, version)

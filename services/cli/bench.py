@@ -28,6 +28,15 @@ def register(commands: Any) -> None:
     )
     bench.add_argument("--step-seconds", type=float, default=None, help="length of each step")
     bench.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="service_settings",
+        metavar="STREAMML_X=VALUE",
+        help="a setting for our services in the run (repeatable), e.g. "
+        "STREAMML_FEATURIZER_BATCH_WAIT_MS=20",
+    )
+    bench.add_argument(
         "--partitions", type=int, default=None, help="partitions of every data topic (default 4)"
     )
     bench.add_argument("--json", type=Path, default=Path(".streamml/bench/pipeline.json"))
@@ -92,6 +101,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         cards=args.cards,
         rates=rates,
         step_seconds=args.step_seconds,
+        service_settings=dict(_setting(item, "STREAMML_") for item in args.service_settings),
     )
     pipeline.write_json(results, args.json)
     pipeline_report.plot(results, args.plot)
@@ -122,14 +132,14 @@ def cmd_scorer(args: argparse.Namespace) -> int:
         cards=args.cards,
         rate=args.rate,
         latency_seconds=args.latency_seconds,
-        scorer_settings=dict(_setting(item) for item in args.set),
+        scorer_settings=dict(_setting(item, "STREAMML_SCORER_") for item in args.set),
     )
     report(result, args.out)
     return 0
 
 
-def _setting(item: str) -> tuple[str, str]:
+def _setting(item: str, prefix: str) -> tuple[str, str]:
     name, sep, value = item.partition("=")
-    if not sep or not name.startswith("STREAMML_SCORER_"):
-        raise ConfigError(f"--set wants STREAMML_SCORER_<NAME>=<value>, not {item!r}")
+    if not sep or not name.startswith(prefix):
+        raise ConfigError(f"--set wants {prefix}<NAME>=<value>, not {item!r}")
     return name, value

@@ -25,6 +25,11 @@ def service_env(settings: StackSettings, extra: Mapping[str, str] | None = None)
             f"{ENV_PREFIX}FEATURES_DIR": str(settings.features_dir.resolve()),
         }
     )
+    # Timings chosen for this stack, not its defaults: the children wait as the parent does.
+    if settings.fetch_wait_ms is not None:
+        env[f"{ENV_PREFIX}FETCH_WAIT_MS"] = str(settings.fetch_wait_ms)
+    if settings.session_timeout_ms is not None:
+        env[f"{ENV_PREFIX}SESSION_TIMEOUT_MS"] = str(settings.session_timeout_ms)
     env.update(extra or {})
     return env
 

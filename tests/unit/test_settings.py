@@ -169,3 +169,22 @@ def test_each_host_gets_its_own_transactional_ids_by_default(
     monkeypatch.setenv("STREAMML_FEATURIZER_INSTANCE", "a/b")
     with pytest.raises(ValueError, match="featurizer_instance"):
         FeaturizerSettings()
+
+
+def test_child_services_get_the_fetch_wait_and_session_timeout_their_parent_chose(
+    clean_env: Path,
+) -> None:
+    from services.demo.pipeline import service_env
+
+    chosen = StackSettings(
+        home=clean_env,
+        kafka_bootstrap="127.0.0.1:9092",
+        redis_url=SecretStr("redis://127.0.0.1:6379/0"),
+        fetch_wait_ms=20,
+        session_timeout_ms=9_000,
+    )
+    env = service_env(chosen)
+    assert env["STREAMML_FETCH_WAIT_MS"] == "20"
+    assert env["STREAMML_SESSION_TIMEOUT_MS"] == "9000"
+    defaults = service_env(chosen.model_copy(update={"fetch_wait_ms": None}))
+    assert "STREAMML_FETCH_WAIT_MS" not in defaults  # the child picks its own default
