@@ -38,6 +38,7 @@ from services.bench.arrivals import Arrivals, StepArrivals
 from services.bench.loadgen import StepPlan, StepSent
 from services.bench.output import say
 from services.bench.procstat import usage
+from services.bench.scrape import histogram_mean, metric_totals
 from services.cli.models import train_and_register
 from services.cli.run import codecs_for
 from services.core.declarations import Domain
@@ -48,6 +49,7 @@ from services.core.registry import promote
 from services.core.settings import StackSettings
 from services.demo.pipeline import ServiceProcess, service_env
 from services.stack import embedded
+from services.stack.processes import free_port
 
 KEEP_UP_S = 1.0
 DRAIN_S = 30.0
@@ -94,6 +96,9 @@ class StepResult:
     vector_ms_p99: float | None  # share (None: the system publishes no vectors, as the peer)
     send_lag_s: float
     cpu_seconds: dict[str, float]
+    # From our services' own histograms over the step: batches, mean batch size, mean
+    # transaction commit in ms, per service (empty for the peer, which has none).
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,10 +129,14 @@ class OurPipeline:
     def __init__(
         self, settings: StackSettings, home: Path, service_settings: Mapping[str, str]
     ) -> None:
-        env = service_env(settings, service_settings)
+        self.metrics_ports = {"featurizer": free_port(), "scorer": free_port()}
         self._processes = {
-            name: ServiceProcess(name, env, home / f"{name}.log")
-            for name in ("featurizer", "scorer")
+            name: ServiceProcess(
+                name,
+                service_env(settings, {**service_settings, "STREAMML_METRICS_PORT": str(port)}),
+                home / f"{name}.log",
+            )
+            for name, port in self.metrics_ports.items()
         }
 
     @property
@@ -181,8 +190,10 @@ def _run_system(
         if name == "streamml":
             result.settings = dict(service_settings)
         try:
-            step = _Stepper(settings, domain, (arrivals, vectors), pids, run_id, cards)
-            warm = step.run(WARM_UP_RATE, WARM_UP_S, timeout_s=WARM_UP_TIMEOUT_S)
+            ports = system.metrics_ports if isinstance(system, OurPipeline) else {}
+            step = _Stepper(settings, domain, (arrivals, vectors), pids, run_id, cards, ports)
+            # Not measured: the services may still be starting (their metrics too).
+            warm = step.run(WARM_UP_RATE, WARM_UP_S, timeout_s=WARM_UP_TIMEOUT_S, stages=False)
             if warm.missing:
                 raise StackError(
                     f"{name}: {warm.missing} warm-up events never came out; see {home}"
@@ -240,8 +251,10 @@ class _Stepper:
         pids: dict[str, int],
         run_id: str,
         cards: int,
+        metrics_ports: dict[str, int],
     ) -> None:
         self._settings = settings
+        self._ports = metrics_ports
         self._topic = domain.topics.events
         self._arrivals, self._vectors = readers
         self._pids = pids
@@ -250,7 +263,9 @@ class _Stepper:
         self._number = 0
         self.loadgen_peak_rss_mib = 0.0
 
-    def run(self, rate: float, seconds: float, *, timeout_s: float) -> StepResult:
+    def run(
+        self, rate: float, seconds: float, *, timeout_s: float, stages: bool = True
+    ) -> StepResult:
         number, self._number = self._number, self._number + 1
         plan = StepPlan(
             bootstrap=self._settings.bootstrap,
@@ -265,20 +280,25 @@ class _Stepper:
         )
         self._arrivals.expect(number, plan.count)
         self._vectors.expect(number, plan.count)
-        before = self._cpu()
+        before, stages_before = self._cpu(), self._stage_totals() if stages else {}
         sent, loadgen_cpu = self._generate(plan)
         kept_up = self._arrivals.wait(
             number, max(0.0, sent.last_due_unix_s + KEEP_UP_S - time.time())
         )
         if not kept_up:
             self._arrivals.wait(number, timeout_s)
-        after = self._cpu()
+        after, stages_after = self._cpu(), self._stage_totals() if stages else {}
         cpu = {n: round(after[n] - before[n], 2) for n in after}
         cpu["loadgen"] = round(loadgen_cpu, 2)
         arrived = self._arrivals.snapshot(number)
         vectors = self._vectors.snapshot(number)
         kept_up = kept_up and sent.send_lag_s < KEEP_UP_S
-        return _step_result(plan, sent, arrived, vectors, kept_up, cpu)
+        result = _step_result(plan, sent, arrived, vectors, kept_up, cpu)
+        result.stages.update(_stages(stages_before, stages_after))
+        return result
+
+    def _stage_totals(self) -> dict[str, dict[str, float]]:
+        return {n: metric_totals(p, f"streamml_{n}_") for n, p in self._ports.items()}
 
     def _generate(self, plan: StepPlan) -> tuple[StepSent, float]:
         """Runs the generator's process; its report and its CPU seconds (from wait4)."""
@@ -301,6 +321,21 @@ class _Stepper:
         found = {n: usage(p).cpu_seconds for n, p in self._pids.items() if p}
         found["measuring"] = _self_cpu_s()
         return found
+
+
+def _stages(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> dict[str, float]:
+    """Per service: batches, mean batch size, mean commit ms over the step."""
+    found: dict[str, float] = {}
+    for service, now in after.items():
+        then = before[service]
+        batches, mean_size = histogram_mean(then, now, f"streamml_{service}_batch_size")
+        found[f"{service}_batches"] = batches
+        found[f"{service}_mean_batch"] = mean_size
+        commit = f"streamml_{service}_commit_seconds"
+        found[f"{service}_mean_commit_ms"] = histogram_mean(then, now, commit, 1000.0)[1]
+    return found
 
 
 def _step_result(

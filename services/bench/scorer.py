@@ -19,7 +19,6 @@ import random
 import shutil
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +27,7 @@ from confluent_kafka import Consumer, Producer
 
 from services.bench.output import say
 from services.bench.procstat import count_outputs, usage
+from services.bench.scrape import histogram_mean, metric_totals
 from services.cli.models import train_and_register
 from services.cli.run import codecs_for
 from services.core import metrics as names
@@ -279,24 +279,17 @@ def _latency(
 
 def _scorer_means(port: int) -> dict[str, Any]:
     """Means over the whole run from the scorer's own histograms: where a batch's time goes."""
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    values: dict[str, float] = {}
-    for line in body.splitlines():
-        if line.startswith("streamml_scorer_") and not line.startswith("#"):
-            name = line.split("{", 1)[0].split(" ", 1)[0]
-            values[name] = values.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-
-    def mean(histogram: str, scale: float) -> float:
-        count = values.get(f"streamml_{histogram}_count", 0.0)
-        return (
-            round(values.get(f"streamml_{histogram}_sum", 0.0) / count * scale, 3) if count else 0.0
-        )
-
+    totals = metric_totals(port, "streamml_scorer_")
+    batches, batch = histogram_mean({}, totals, f"streamml_{names.SCORER_BATCH_SIZE}")
     return {
-        "scorer_batches": int(values.get(f"streamml_{names.SCORER_BATCH_SIZE}_count", 0)),
-        "mean_batch_size": mean(names.SCORER_BATCH_SIZE, 1.0),
-        "mean_inference_ms": mean(names.SCORER_INFERENCE_SECONDS, 1000.0),
-        "mean_commit_ms": mean(names.SCORER_COMMIT_SECONDS, 1000.0),
+        "scorer_batches": batches,
+        "mean_batch_size": batch,
+        "mean_inference_ms": histogram_mean(
+            {}, totals, f"streamml_{names.SCORER_INFERENCE_SECONDS}", 1000.0
+        )[1],
+        "mean_commit_ms": histogram_mean(
+            {}, totals, f"streamml_{names.SCORER_COMMIT_SECONDS}", 1000.0
+        )[1],
     }
 
 

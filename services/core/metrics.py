@@ -22,6 +22,8 @@ FEATURIZER_PROCESS_SECONDS = "featurizer_process_seconds"
 FEATURIZER_ONLINE_WRITE_ROWS = "featurizer_online_write_rows"
 FEATURIZER_ONLINE_WRITE_SECONDS = "featurizer_online_write_seconds"
 FEATURIZER_LAG_SECONDS = "featurizer_event_lag_seconds"
+FEATURIZER_BATCH_SIZE = "featurizer_batch_size"
+FEATURIZER_COMMIT_SECONDS = "featurizer_commit_seconds"
 
 SCORER_PREDICTIONS = "scorer_predictions"  # _total, by model_version and served_by
 SCORER_BATCH_SIZE = "scorer_batch_size"

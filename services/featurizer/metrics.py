@@ -21,6 +21,8 @@ class FeaturizerMetrics:
     lag_seconds: Histogram
     write_rows: Histogram
     write_seconds: Histogram
+    batch_size: Histogram
+    commit_seconds: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> FeaturizerMetrics:
@@ -72,6 +74,17 @@ class FeaturizerMetrics:
             write_seconds=make.histogram(
                 names.FEATURIZER_ONLINE_WRITE_SECONDS,
                 "Online-store write time",
+                buckets=names.LATENCY_BUCKETS,
+            ),
+            batch_size=make.histogram(
+                names.FEATURIZER_BATCH_SIZE,
+                "Records per micro-batch (events and forwarded events)",
+                buckets=names.BATCH_BUCKETS,
+            ),
+            commit_seconds=make.histogram(
+                names.FEATURIZER_COMMIT_SECONDS,
+                "Committing a micro-batch's transaction (its offsets, then the commit), after "
+                "its records were handed to the producer",
                 buckets=names.LATENCY_BUCKETS,
             ),
         )

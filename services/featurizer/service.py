@@ -124,7 +124,11 @@ class Featurizer(StoppableLoop):
                 for record in table.drain(marks):
                     self._send(table.topic, record.key, record.value, record.partition)
             self._write_online()
-        per_event = (time.perf_counter() - started) / len(messages)
+            committing = time.perf_counter()
+        done = time.perf_counter()
+        self._metrics.commit_seconds.observe(done - committing)
+        self._metrics.batch_size.observe(len(messages))
+        per_event = (done - started) / len(messages)
         for topic in by_topic:
             self._routes[topic].observe_time(per_event)
 

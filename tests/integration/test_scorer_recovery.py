@@ -177,3 +177,77 @@ def test_a_scorer_killed_mid_stream_predicts_every_event_exactly_once(
     rebuilt = [int(n) for n in REBUILT.findall(restarted_log.read_text())]
     assert rebuilt, "the restarted scorer did not log a rebuild of its recent event ids"
     assert rebuilt[-1] >= len(before_kill), f"rebuilt {rebuilt[-1]} ids, {len(before_kill)} known"
+
+
+def test_predictions_an_aborted_transaction_left_visible_are_not_made_again(
+    stack: StackSettings, logs_dir: Path
+) -> None:
+    """The embedded broker shows an aborted transaction's records to read_committed readers, so
+    predictions a killed scorer had sent stay visible. The next instance rebuilds its predicted
+    ids from what it sees on its own topic, those included, and predicts each event once."""
+    codecs = CodecFactory(SchemaStore.from_dir(stack.schemas_dir))
+    vectors_codec, predictions_codec = codecs.for_topic(FEATURES), codecs.for_topic(PREDICTIONS)
+    prefix = uuid.uuid4().hex[:8]
+    app_id, instance = f"scorer-leak-{prefix}", "0"
+    group = f"{app_id}-payments"
+    vectors = make_vectors(f"leak-{prefix}", random.Random(22))[:40]
+    leaked = vectors[:15]
+    skip_what_others_published(stack, group)
+    Publisher(stack, vectors_codec).publish(vectors)
+
+    dead = Producer(
+        {"bootstrap.servers": stack.bootstrap, "transactional.id": f"{group}-{instance}"}
+    )
+    dead.init_transactions(30)
+    dead.begin_transaction()
+    for vector in leaked:
+        prediction = {
+            "event_id": vector["event_id"],
+            "card_id": vector["card_id"],
+            "model_name": "payments-fraud",
+            "model_version": "leaked",
+            "score": 0.5,
+            "decision": True,
+            "served_by": "champion",
+            "event_time": vector["event_time"],
+            "predicted_at": int(time.time() * 1000),
+        }
+        dead.produce(PREDICTIONS, predictions_codec.encode(prediction), str(vector["card_id"]))
+    dead.flush(30)
+    dead.abort_transaction(30)  # as the next instance's fencing would
+
+    wanted = {str(v["event_id"]) for v in vectors}
+    reader = TopicReader(stack, PREDICTIONS)
+    env = service_env(
+        stack, {"STREAMML_SCORER_APP_ID": app_id, "STREAMML_SCORER_INSTANCE": instance}
+    )
+    scorer = ServiceProcess("scorer", env, logs_dir / "scorer-after-leak.log")
+    try:
+        reader.read_until(
+            lambda values: len(predicted(values, predictions_codec, wanted)) == len(wanted), 120
+        )
+        reader.settle(2.0)
+    finally:
+        assert scorer.stop() == 0
+        reader.close()
+    counts = predicted(reader.values, predictions_codec, wanted)
+    twice = sorted(event_id for event_id, n in counts.items() if n > 1)
+    assert not twice, f"{len(twice)} events predicted again after the leak, e.g. {twice[:3]}"
+    assert set(counts) == wanted
+
+
+def skip_what_others_published(stack: StackSettings, group: str) -> None:
+    """Commits a new group's offsets at the end of the features topic, so its scorer reads only
+    what this test publishes (a new group would start at the beginning)."""
+    consumer = Consumer(
+        {"bootstrap.servers": stack.bootstrap, "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        partitions = consumer.list_topics(FEATURES, timeout=10).topics[FEATURES].partitions
+        ends = []
+        for partition in partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(FEATURES, partition), 10)
+            ends.append(TopicPartition(FEATURES, partition, high))
+        consumer.commit(offsets=ends, asynchronous=False)
+    finally:
+        consumer.close()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+
 from services.bench.arrivals import StepArrivals
 from services.bench.loadgen import StepPlan, event_id, parse_event_id
 from services.bench.pipeline import StepResult, SystemResult
 from services.bench.pipeline_report import DOCS_END, DOCS_START, table, throughput_ratio, write_docs
+from services.bench.scrape import histogram_mean, metric_totals
 
 
 def step(offered: float, throughput: float, *, kept_up: bool) -> StepResult:
@@ -28,6 +31,7 @@ def step(offered: float, throughput: float, *, kept_up: bool) -> StepResult:
         vector_ms_p99=6.0,
         send_lag_s=0.0,
         cpu_seconds={"broker": 1.5, "scorer": 0.5},
+        stages={"scorer_batches": 40, "scorer_mean_batch": 25.5, "scorer_mean_commit_ms": 18.2},
     )
 
 
@@ -62,6 +66,7 @@ def test_sustained_throughput_is_the_best_kept_up_step_and_the_ratio_uses_it() -
     text = table([ours, peer])
     assert "| streamml | 12,000 | 9,000 | no |" in text
     assert "streamml sustains 79.8 times the peer's throughput" in text
+    assert "| scorer 40 x 25.5, 18.2 ms |" in text
 
 
 def test_the_docs_section_is_replaced_between_its_markers_and_nothing_else(tmp_path: Path) -> None:
@@ -75,3 +80,22 @@ def test_the_docs_section_is_replaced_between_its_markers_and_nothing_else(tmp_p
     fresh.write_text("# Other\n")
     write_docs(fresh, f"{DOCS_START}\nx\n{DOCS_END}")
     assert fresh.read_text() == f"# Other\n\n{DOCS_START}\nx\n{DOCS_END}\n"
+
+
+def test_histogram_means_between_two_scrapes_of_a_live_metrics_endpoint() -> None:
+    registry = CollectorRegistry()
+    commit = Histogram("streamml_x_commit_seconds", "t", ["domain"], registry=registry)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        port = server.server_port
+        commit.labels("a").observe(0.010)
+        before = metric_totals(port, "streamml_x_")
+        commit.labels("a").observe(0.020)
+        commit.labels("b").observe(0.040)  # label sets are summed
+        after = metric_totals(port, "streamml_x_")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert histogram_mean(before, after, "streamml_x_commit_seconds", 1000.0) == (2, 30.0)
+    assert histogram_mean(after, after, "streamml_x_commit_seconds") == (0, 0.0)
