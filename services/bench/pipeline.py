@@ -37,7 +37,7 @@ from typing import Protocol
 from services.bench.arrivals import Arrivals, StepArrivals
 from services.bench.loadgen import StepPlan, StepSent
 from services.bench.output import say
-from services.bench.procstat import usage
+from services.bench.procstat import exited, usage
 from services.bench.scrape import histogram_mean, metric_totals
 from services.cli.models import train_and_register
 from services.cli.run import codecs_for
@@ -195,8 +195,11 @@ def _run_system(
             # Not measured: the services may still be starting (their metrics too).
             warm = step.run(WARM_UP_RATE, WARM_UP_S, timeout_s=WARM_UP_TIMEOUT_S, stages=False)
             if warm.missing:
+                ended = sorted(n for n, p in pids.items() if p and exited(p))
+                why = f" ({', '.join(ended)} exited)" if ended else ""
                 raise StackError(
-                    f"{name}: {warm.missing} warm-up events never came out; see {home}"
+                    f"{name}: {warm.missing} warm-up events never came out{why}; see the logs "
+                    f"in {home}"
                 )
             for rate in ladder.rates:
                 say(f"{name}: {rate:,.0f} events/s for {ladder.seconds:.0f} s")

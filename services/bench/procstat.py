@@ -29,6 +29,15 @@ def usage(pid: int) -> Usage:
     return Usage(cpu, peak_kib / 1024)
 
 
+def exited(pid: int) -> bool:
+    """Whether a process has ended (gone, or a zombie its parent has not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rindex(")") + 2 :].startswith("Z")
+
+
 @dataclass(frozen=True)
 class Counted:
     """When the first of N output records arrived, and the process's CPU time then."""

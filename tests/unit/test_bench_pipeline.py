@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
@@ -10,6 +11,7 @@ from services.bench.arrivals import StepArrivals
 from services.bench.loadgen import StepPlan, event_id, parse_event_id
 from services.bench.pipeline import StepResult, SystemResult
 from services.bench.pipeline_report import DOCS_END, DOCS_START, table, throughput_ratio, write_docs
+from services.bench.procstat import exited
 from services.bench.scrape import histogram_mean, metric_totals
 
 
@@ -99,3 +101,22 @@ def test_histogram_means_between_two_scrapes_of_a_live_metrics_endpoint() -> Non
         thread.join(5)
     assert histogram_mean(before, after, "streamml_x_commit_seconds", 1000.0) == (2, 30.0)
     assert histogram_mean(after, after, "streamml_x_commit_seconds") == (0, 0.0)
+
+
+def test_a_process_that_ended_is_told_from_one_that_runs() -> None:
+    import subprocess
+    import sys
+
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 20
+        while not exited(ended.pid):  # it ends, and stays a zombie until reaped
+            assert time.monotonic() < deadline, "a process that does nothing never ended"
+            time.sleep(0.05)
+        assert not exited(running.pid)
+    finally:
+        running.kill()
+        running.wait()
+        ended.wait()
+    assert exited(ended.pid)  # reaped: gone
