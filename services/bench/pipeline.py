@@ -39,6 +39,7 @@ from services.bench.loadgen import StepPlan, StepSent
 from services.bench.output import say
 from services.bench.procstat import exited, usage
 from services.bench.scrape import histogram_mean, metric_totals
+from services.bench.stats import percentile
 from services.cli.models import train_and_register
 from services.cli.run import codecs_for
 from services.core.declarations import Domain
@@ -361,21 +362,15 @@ def _step_result(
         missing=plan.count - arrived.arrived,
         kept_up=kept_up,
         throughput_per_s=round(arrived.arrived / span, 1),
-        latency_ms_p50=_pct(latencies, 50),
-        latency_ms_p95=_pct(latencies, 95),
-        latency_ms_p99=_pct(latencies, 99),
+        latency_ms_p50=percentile(latencies, 50, 1),
+        latency_ms_p95=percentile(latencies, 95, 1),
+        latency_ms_p99=percentile(latencies, 99, 1),
         latency_ms_max=round(latencies[-1], 1) if latencies else 0.0,
-        vector_ms_p50=_pct(to_vector, 50) if to_vector else None,
-        vector_ms_p99=_pct(to_vector, 99) if to_vector else None,
+        vector_ms_p50=percentile(to_vector, 50, 1) if to_vector else None,
+        vector_ms_p99=percentile(to_vector, 99, 1) if to_vector else None,
         send_lag_s=round(sent.send_lag_s, 3),
         cpu_seconds=cpu,
     )
-
-
-def _pct(ordered: list[float], p: float) -> float:
-    if not ordered:
-        return 0.0
-    return round(ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))], 1)
 
 
 def _summary(step: StepResult) -> str:

@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, Producer
 from services.bench.output import say
 from services.bench.procstat import count_outputs, usage
 from services.bench.scrape import histogram_mean, metric_totals
+from services.bench.stats import percentile
 from services.cli.models import train_and_register
 from services.cli.run import codecs_for
 from services.core import metrics as names
@@ -266,12 +267,12 @@ def _latency(
     return {
         "latency_rate_per_s": rate,
         "latency_events": len(both),
-        "hop_ms_p50": _pct(hops, 50),
-        "hop_ms_p99": _pct(hops, 99),
-        "end_to_end_ms_p50": _pct(totals, 50),
-        "end_to_end_ms_p99": _pct(totals, 99),
-        "added_ms_p50": _pct(added, 50),
-        "added_ms_p99": _pct(added, 99),
+        "hop_ms_p50": percentile(hops, 50, 2),
+        "hop_ms_p99": percentile(hops, 99, 2),
+        "end_to_end_ms_p50": percentile(totals, 50, 2),
+        "end_to_end_ms_p99": percentile(totals, 99, 2),
+        "added_ms_p50": percentile(added, 50, 2),
+        "added_ms_p99": percentile(added, 99, 2),
         "added_ms_max": round(added[-1], 2),
         "served_by": out.served_by,
     }
@@ -291,7 +292,3 @@ def _scorer_means(port: int) -> dict[str, Any]:
             {}, totals, f"streamml_{names.SCORER_COMMIT_SECONDS}", 1000.0
         )[1],
     }
-
-
-def _pct(ordered: list[float], p: float) -> float:
-    return round(ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))], 2)

@@ -13,6 +13,7 @@ from services.bench.pipeline import StepResult, SystemResult
 from services.bench.pipeline_report import DOCS_END, DOCS_START, table, throughput_ratio, write_docs
 from services.bench.procstat import exited
 from services.bench.scrape import histogram_mean, metric_totals
+from services.bench.stats import percentile
 
 
 def step(offered: float, throughput: float, *, kept_up: bool) -> StepResult:
@@ -120,3 +121,11 @@ def test_a_process_that_ended_is_told_from_one_that_runs() -> None:
         running.wait()
         ended.wait()
     assert exited(ended.pid)  # reaped: gone
+
+
+def test_percentiles_are_nearest_rank_and_empty_is_zero() -> None:
+    ordered = [float(v) for v in range(1, 101)]
+    assert percentile(ordered, 50, 1) == 51.0
+    assert percentile(ordered, 99, 1) == 100.0
+    assert percentile([1.234], 99, 2) == 1.23
+    assert percentile([], 50, 1) == 0.0
