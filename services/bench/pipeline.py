@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -118,10 +117,14 @@ class SystemResult:
 
 
 class System(Protocol):
-    """The processes under test; ``pids`` names each for CPU and memory."""
+    """The processes under test; ``pids`` names each for CPU and memory, ``metrics_ports``
+    each that serves our metrics (none for the peer)."""
 
     @property
     def pids(self) -> dict[str, int]: ...
+
+    @property
+    def metrics_ports(self) -> dict[str, int]: ...
 
     def stop(self) -> None: ...
 
@@ -191,8 +194,8 @@ def _run_system(
         if name == "streamml":
             result.settings = dict(service_settings)
         try:
-            ports = system.metrics_ports if isinstance(system, OurPipeline) else {}
-            step = _Stepper(settings, domain, (arrivals, vectors), pids, run_id, cards, ports)
+            readers = (arrivals, vectors)
+            step = _Stepper(settings, domain, readers, pids, run_id, cards, system.metrics_ports)
             # Not measured: the services may still be starting (their metrics too).
             warm = step.run(WARM_UP_RATE, WARM_UP_S, timeout_s=WARM_UP_TIMEOUT_S, stages=False)
             if warm.missing:
@@ -211,7 +214,7 @@ def _run_system(
                     break
             result.peak_rss_mib = {n: round(usage(p).peak_rss_mib, 1) for n, p in pids.items()}
             result.peak_rss_mib["loadgen"] = step.loadgen_peak_rss_mib
-            result.peak_rss_mib["measuring"] = round(_self_peak_rss_mib(), 1)
+            result.peak_rss_mib["measuring"] = round(usage(os.getpid()).peak_rss_mib, 1)
         finally:
             arrivals.close()
             vectors.close()
@@ -323,7 +326,7 @@ class _Stepper:
 
     def _cpu(self) -> dict[str, float]:
         found = {n: usage(p).cpu_seconds for n, p in self._pids.items() if p}
-        found["measuring"] = _self_cpu_s()
+        found["measuring"] = usage(os.getpid()).cpu_seconds
         return found
 
 
@@ -379,15 +382,6 @@ def _summary(step: StepResult) -> str:
         f"  {verdict}: {step.throughput_per_s:,.0f}/s, p50 {step.latency_ms_p50} ms, "
         f"p99 {step.latency_ms_p99} ms, missing {step.missing}, duplicated {step.duplicated}"
     )
-
-
-def _self_cpu_s() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    return own.ru_utime + own.ru_stime
-
-
-def _self_peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def write_json(results: list[SystemResult], path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from services.core.settings import ENV_PREFIX, StackSettings
@@ -35,15 +35,24 @@ def service_env(settings: StackSettings, extra: Mapping[str, str] | None = None)
 
 
 class ServiceProcess:
-    """``streamml run <service>`` in a child process, its output in a log file."""
+    """``streamml run <service>`` (or ``command`` under that name) in a child process, its
+    output in a log file."""
 
-    def __init__(self, service: str, env: Mapping[str, str], log_path: Path, *args: str) -> None:
+    def __init__(
+        self,
+        service: str,
+        env: Mapping[str, str],
+        log_path: Path,
+        *args: str,
+        command: Sequence[str] | None = None,
+    ) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.name = service
         self.log_path = log_path
+        argv = command or [sys.executable, "-m", "services.cli", "run", service, *args]
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "run", service, *args],
+                list(argv),
                 env=dict(env),
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -220,7 +220,7 @@ class WindowTable:
             "from the events"
         )
 
-    def mark(self, number: int, next_source_offset: int) -> ChangelogRecord:
+    def _mark(self, number: int, next_source_offset: int) -> ChangelogRecord:
         """The record that ends a batch's changes to a partition (see the module's doc)."""
         forwarded = self.partition(number).forwarded
         return ChangelogRecord(number, MARK, self._marks.encode(next_source_offset, forwarded))
@@ -241,7 +241,7 @@ class WindowTable:
             if windows.changed:
                 yield from self._changes(number, windows)
         for number, offset in marks.items():
-            yield self.mark(number, offset)
+            yield self._mark(number, offset)
 
     def _changes(self, number: int, windows: PartitionWindows) -> Iterator[ChangelogRecord]:
         encode = self._codec.encode

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,12 +12,11 @@ from services.core.domains import load_domain
 from services.core.errors import StackError
 from services.core.kafka import partition_count
 from services.core.settings import StackSettings
-from services.demo.pipeline import service_env
-from services.stack.processes import stop_pid, tail
+from services.demo.pipeline import ServiceProcess, service_env
+from services.stack.processes import tail
 
 PROCESS = "peer"
 LOG_FILE = "peer.log"
-STOP_TIMEOUT_S = 20.0
 POLL_S = 0.2
 
 
@@ -31,21 +29,21 @@ class PeerPipeline:
         self._settings = settings
         self._config = PeerConfig(home.resolve(), model_path.resolve(), model_version)
         self.log_path = self._config.home / LOG_FILE
-        self._process: subprocess.Popen[bytes] | None = None
+        self._worker: ServiceProcess | None = None
 
     def start(self, timeout_s: float = 120.0) -> None:
         """Returns once the worker consumes every partition of both agents' topics; raises
         StackError, naming the log, when it exits or takes longer than ``timeout_s``."""
         self._config.home.mkdir(parents=True, exist_ok=True)
         self._config.ready_file.unlink(missing_ok=True)
-        self._process = self._spawn()
+        self._worker = worker = self._spawn()
         events = load_domain(self._settings.features_dir, DOMAIN).topics.events
         wanted = set(range(partition_count(self._settings, events)))
         deadline = time.monotonic() + timeout_s
         while not self._consuming({events, SCORING_TOPIC}, wanted):
-            if self._process.poll() is not None:
+            if worker.process.poll() is not None:
                 raise StackError(
-                    f"the peer exited with code {self._process.returncode} before consuming; "
+                    f"the peer exited with code {worker.process.returncode} before consuming; "
                     f"its log {self.log_path} ends with:\n{tail(self.log_path)}"
                 )
             if time.monotonic() > deadline:
@@ -57,18 +55,21 @@ class PeerPipeline:
             time.sleep(POLL_S)
 
     @property
+    def metrics_ports(self) -> dict[str, int]:
+        """None: the peer serves no Prometheus metrics, as a tutorial's would not."""
+        return {}
+
+    @property
     def pids(self) -> dict[str, int]:
-        return {PROCESS: self._process.pid} if self._process is not None else {}
+        return {PROCESS: self._worker.process.pid} if self._worker is not None else {}
 
     def stop(self) -> None:
         """SIGTERM (faust stops its agents and commits), SIGKILL if that takes too long."""
-        if self._process is None:
-            return
-        stop_pid(self._process.pid, timeout_s=STOP_TIMEOUT_S)
-        self._process.wait()
-        self._process = None
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self) -> ServiceProcess:
         config = self._config
         argv = [
             sys.executable,
@@ -81,14 +82,8 @@ class PeerPipeline:
             "--model-version",
             config.model_version,
         ]
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(
-                argv,
-                env=service_env(self._settings),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        env = service_env(self._settings)
+        return ServiceProcess(PROCESS, env, self.log_path, command=argv)
 
     def _consuming(self, topics: set[str], partitions: set[int]) -> bool:
         """Whether the worker's last finished rebalance gave it all ``partitions`` of each topic."""
