@@ -79,6 +79,14 @@ def register(commands: Any) -> None:
     )
     scorer.add_argument("--out", type=Path, default=Path(".streamml/bench/scorer.json"))
     scorer.set_defaults(handler=cmd_scorer)
+    broker = targets.add_parser(
+        "broker",
+        help="the embedded broker's CPU per request: idle fetches, produce, transactions, "
+        "catching up",
+    )
+    broker.add_argument("--seconds", type=float, default=5.0, help="length of each workload")
+    broker.add_argument("--out", type=Path, default=Path(".streamml/bench/broker.json"))
+    broker.set_defaults(handler=cmd_broker)
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
@@ -135,6 +143,16 @@ def cmd_scorer(args: argparse.Namespace) -> int:
         scorer_settings=dict(_setting(item, "STREAMML_SCORER_") for item in args.set),
     )
     report(result, args.out)
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from services.bench import broker
+    from services.bench.output import report
+
+    result = broker.run(StackSettings(), seconds=args.seconds)
+    report(result, args.out)
+    print(broker.table(result))
     return 0
 
 
