@@ -11,18 +11,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from services.core.declarations import Domain
 from services.core.errors import StackError
-from services.core.settings import StackSettings
+from services.core.settings import BACKGROUND_FETCH_WAIT_MS, StackSettings
 from services.core.topics import MODEL_EVENTS, MODELS
 
 log = logging.getLogger(__name__)
 
 ADMIN_TIMEOUT_S = 15.0
+# How long a micro-batch loop blocks for its first record before it looks around (shutdown,
+# model swaps) and blocks again.
+IDLE_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,27 @@ def consumer_config(settings: StackSettings, group_id: str | None, **extra: Any)
         config["debug"] = settings.kafka_debug
     config.update(extra)
     return config
+
+
+def consume_batch(consumer: Consumer, size: int, wait_s: float) -> list[Message]:
+    """A micro-batch: blocks up to ``IDLE_POLL_S`` for a first record, then takes up to
+    ``size`` in all, waiting at most ``wait_s`` more for them (0: only those already fetched).
+
+    The wait starts at the first record, so an idle loop does not add it to every event's
+    latency, and a wait of 0 batches exactly what arrived together."""
+    messages = consumer.consume(1, IDLE_POLL_S)
+    if messages and size > 1:
+        messages += consumer.consume(size - 1, wait_s)
+    return messages
+
+
+def background_consumer_config(
+    settings: StackSettings, group_id: str | None, **extra: Any
+) -> dict[str, Any]:
+    """A consumer off the hot path: the same, but fetching at most every
+    ``BACKGROUND_FETCH_WAIT_MS`` (a longer configured fetch wait is kept)."""
+    wait = max(settings.fetch_wait, BACKGROUND_FETCH_WAIT_MS)
+    return consumer_config(settings, group_id, **{"fetch.wait.max.ms": wait, **extra})
 
 
 def producer_config(settings: StackSettings, **extra: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from services.core.declarations import Domain
 from services.core.errors import ConfigError, SerializationError
-from services.core.kafka import consumer_config, producer_config
+from services.core.kafka import background_consumer_config, producer_config
 from services.core.lifecycle import StoppableLoop
 from services.core.serde import CodecFactory
 from services.core.topics import schema_subject
@@ -64,7 +64,9 @@ class FeatureLogSink(StoppableLoop):
         self._codec = codecs.for_topic(self._topics.features)
         self._metrics = FeatureLogMetrics.create(registry)
         self._schema = arrow_schema(domain)
-        self._consumer = consumer or Consumer(consumer_config(settings, group_id(domain)))
+        self._consumer = consumer or Consumer(
+            background_consumer_config(settings, group_id(domain))
+        )
         self._letters = DeadLetters(
             producer or Producer(producer_config(settings)),
             self._topics.features_dlq,

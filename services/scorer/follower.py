@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from services.core.declarations import Domain
 from services.core.errors import ModelError
-from services.core.kafka import consumer_config, producer_config
+from services.core.kafka import background_consumer_config, producer_config
 from services.core.modelstore import ModelStore
 from services.core.registry import CANARY, CHAMPION, SHADOW, ModelVersion, RegistryView, now_ms
 from services.core.serde import CodecFactory
@@ -53,7 +53,7 @@ class RegistryFollower:
         self._view = RegistryView(())
         self.lineup = Lineup(heuristic_serving(domain))
         self._refused: set[tuple[str, str, str]] = set()  # (role, version, sha256)
-        self._consumer = Consumer(consumer_config(settings, None))
+        self._consumer = Consumer(background_consumer_config(settings, None))
         self._consumer.assign([TopicPartition(MODELS, 0, OFFSET_BEGINNING)])
         self._events = Producer(producer_config(settings))
 

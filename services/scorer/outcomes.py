@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from services.core.declarations import Domain
 from services.core.errors import ModelError, StackError
-from services.core.kafka import consumer_config
+from services.core.kafka import background_consumer_config
 from services.core.modelstore import ModelStore
 from services.core.registry import publish, read_registry
 from services.core.serde import CodecFactory, Record
@@ -130,7 +130,7 @@ class OutcomeLearning:
 
     def _subscribe(self) -> Consumer:
         topic = self._domain.topics.outcomes
-        consumer = Consumer(consumer_config(self._settings, None))
+        consumer = Consumer(background_consumer_config(self._settings, None))
         partitions = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics[topic]
         consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in partitions.partitions])
         log.info("learning from %s as outcomes arrive", topic)
