@@ -25,7 +25,13 @@ from prometheus_client import CollectorRegistry
 
 from services.core.declarations import Domain
 from services.core.errors import StackError
-from services.core.kafka import consumer_config, create_topics, partition_count, producer_config
+from services.core.kafka import (
+    consume_batch,
+    consumer_config,
+    create_topics,
+    partition_count,
+    producer_config,
+)
 from services.core.lifecycle import StoppableLoop
 from services.core.serde import CodecFactory
 from services.core.transactions import TransactionalProducer
@@ -92,7 +98,7 @@ class Featurizer(StoppableLoop):
         wait_s = settings.featurizer_batch_wait_ms / 1000
         try:
             while self._running:
-                messages = self._consumer.consume(settings.featurizer_batch_size, wait_s)
+                messages = consume_batch(self._consumer, settings.featurizer_batch_size, wait_s)
                 if messages:
                     self._process(messages)
         finally:

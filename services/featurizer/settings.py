@@ -24,7 +24,10 @@ class FeaturizerSettings(StackSettings):
         default=2000, ge=1, description="Most events per micro-batch"
     )
     featurizer_batch_wait_ms: int = Field(
-        default=5, ge=1, description="Longest wait to fill a micro-batch"
+        default=5,
+        ge=0,
+        description="Longest wait, from its first event, to fill a micro-batch (0: take only "
+        "what has already been fetched)",
     )
     featurizer_restore_timeout_s: float = Field(
         default=120.0, gt=0, description="Longest a changelog restore may take before failing"

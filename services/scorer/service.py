@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from services.core.deadletter import SourcePosition
 from services.core.declarations import Domain
-from services.core.kafka import consumer_config, producer_config
+from services.core.kafka import consume_batch, consumer_config, producer_config
 from services.core.lifecycle import StoppableLoop
 from services.core.modelstore import ModelStore
 from services.core.serde import CodecFactory
@@ -121,7 +121,7 @@ class Scorer(StoppableLoop):
                 if swapped is not None:
                     self.lineup = swapped
                     self._learning.follow(swapped)
-                messages = self._consumer.consume(self._settings.scorer_batch_size, wait_s)
+                messages = consume_batch(self._consumer, self._settings.scorer_batch_size, wait_s)
                 batch = [self._incoming(m) for m in messages if m.error() is None]
                 if batch:
                     self._score_and_commit(batch)

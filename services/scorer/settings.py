@@ -14,7 +14,12 @@ class ScorerSettings(StackSettings):
         "scorers of one domain that should share the work share it",
     )
     scorer_batch_size: int = Field(default=500, ge=1, description="Most events per micro-batch")
-    scorer_batch_wait_ms: int = Field(default=5, ge=0, description="Longest wait to fill a batch")
+    scorer_batch_wait_ms: int = Field(
+        default=5,
+        ge=0,
+        description="Longest wait, from its first event, to fill a batch (0: take only what "
+        "has already been fetched)",
+    )
     scorer_threshold: float = Field(
         default=0.5, ge=0.0, le=1.0, description="decision = score >= this"
     )

@@ -1,0 +1,76 @@
+"""How the services consume: micro-batches that wait from their first record, and consumers
+off the hot path that fetch seldom."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from confluent_kafka import Consumer
+
+from services.core.kafka import (
+    IDLE_POLL_S,
+    background_consumer_config,
+    consume_batch,
+    consumer_config,
+)
+from services.core.settings import BACKGROUND_FETCH_WAIT_MS, EMBEDDED_FETCH_WAIT_MS, StackSettings
+
+
+class QueuedConsumer:
+    """An in-memory double of ``Consumer.consume``: what has been fetched is ``queued``. A call
+    that can be filled from it returns at once; one that cannot waits its timeout, during which
+    the records that ``arrive_while_waiting`` come in."""
+
+    def __init__(self, queued: list[str], arrive_while_waiting: list[str] | None = None) -> None:
+        self.queued = list(queued)
+        self.arriving = list(arrive_while_waiting or [])
+        self.calls: list[tuple[int, float]] = []
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        self.calls.append((num_messages, timeout))
+        if len(self.queued) < num_messages and timeout > 0:
+            self.queued += self.arriving
+            self.arriving = []
+        taken, self.queued = self.queued[:num_messages], self.queued[num_messages:]
+        return taken
+
+
+def batch_of(consumer: QueuedConsumer, size: int, wait_s: float) -> list[Any]:
+    return list(consume_batch(cast(Consumer, consumer), size, wait_s))
+
+
+def test_a_wait_of_zero_takes_what_was_fetched_and_nothing_that_arrives_later() -> None:
+    consumer = QueuedConsumer(["a", "b", "c"], arrive_while_waiting=["d"])
+    batch = batch_of(consumer, size=10, wait_s=0.0)
+    assert batch == ["a", "b", "c"]
+    assert consumer.calls == [(1, IDLE_POLL_S), (9, 0.0)]
+
+
+def test_the_wait_starts_at_the_first_record_and_gathers_what_arrives_meanwhile() -> None:
+    consumer = QueuedConsumer(["a"], arrive_while_waiting=["b", "c"])
+    batch = batch_of(consumer, size=10, wait_s=0.005)
+    assert batch == ["a", "b", "c"]
+    assert consumer.calls == [(1, IDLE_POLL_S), (9, 0.005)]
+
+
+def test_an_idle_loop_waits_only_for_a_first_record() -> None:
+    consumer = QueuedConsumer([])
+    assert batch_of(consumer, size=10, wait_s=0.005) == []
+    assert consumer.calls == [(1, IDLE_POLL_S)]
+
+
+def test_a_batch_never_exceeds_its_size() -> None:
+    consumer = QueuedConsumer([str(i) for i in range(7)])
+    assert batch_of(consumer, size=3, wait_s=0.0) == ["0", "1", "2"]
+    assert batch_of(consumer, size=1, wait_s=0.0) == ["3"]
+    assert consumer.calls[-1] == (1, IDLE_POLL_S)  # size 1: no second call
+
+
+def test_background_consumers_fetch_seldom_but_keep_a_longer_configured_wait() -> None:
+    embedded = StackSettings(kafka_bootstrap="127.0.0.1:1", embedded=True)
+    assert consumer_config(embedded, "g")["fetch.wait.max.ms"] == EMBEDDED_FETCH_WAIT_MS
+    assert background_consumer_config(embedded, "g")["fetch.wait.max.ms"] == (
+        BACKGROUND_FETCH_WAIT_MS
+    )
+    patient = StackSettings(kafka_bootstrap="127.0.0.1:1", fetch_wait_ms=500)
+    assert background_consumer_config(patient, "g")["fetch.wait.max.ms"] == 500
