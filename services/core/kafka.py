@@ -17,7 +17,11 @@ from confluent_kafka.cimpl import NewTopic
 
 from services.core.declarations import Domain
 from services.core.errors import StackError
-from services.core.settings import BACKGROUND_FETCH_WAIT_MS, StackSettings
+from services.core.settings import (
+    BACKGROUND_FETCH_WAIT_MS,
+    HISTORY_FETCH_WAIT_MS,
+    StackSettings,
+)
 from services.core.topics import MODEL_EVENTS, MODELS
 
 log = logging.getLogger(__name__)
@@ -131,6 +135,21 @@ def background_consumer_config(
     ``BACKGROUND_FETCH_WAIT_MS`` (a longer configured fetch wait is kept)."""
     wait = max(settings.fetch_wait, BACKGROUND_FETCH_WAIT_MS)
     return consumer_config(settings, group_id, **{"fetch.wait.max.ms": wait, **extra})
+
+
+def history_consumer_config(settings: StackSettings, **extra: Any) -> dict[str, Any]:
+    """A reader of a partition's history, outside any group, with partition-EOF events: it
+    fetches at least ``HISTORY_FETCH_WAIT_MS`` (see settings), so a long log gets read."""
+    wait = max(settings.fetch_wait, HISTORY_FETCH_WAIT_MS)
+    return consumer_config(
+        settings, None, **{"fetch.wait.max.ms": wait, "enable.partition.eof": True, **extra}
+    )
+
+
+def quiet_poll_s(config: Mapping[str, Any]) -> float:
+    """How long a poll must stay empty to say nothing more is coming: two fetch waits (one
+    may have just begun) and a margin."""
+    return 0.1 + 2 * int(config["fetch.wait.max.ms"]) / 1000
 
 
 def producer_config(settings: StackSettings, **extra: Any) -> dict[str, Any]:

@@ -33,6 +33,11 @@ KAFKA_FETCH_WAIT_MS = 100
 # the feature log) never fetch more often than this: on the embedded broker every fetcher at
 # 2 ms costs the broker about a tenth of a core even when idle (`streamml bench broker`).
 BACKGROUND_FETCH_WAIT_MS = 100
+# Readers of a partition's history (the featurizer's changelog restore, the scorer's rebuild of
+# recent predictions) fetch at least this long. The embedded broker lists every stored batch
+# of a partition in each fetch, and a fetch whose work outlasts its wait comes back empty:
+# at 2 ms a reader never gets past about 5,000 small batches (`streamml bench broker`).
+HISTORY_FETCH_WAIT_MS = 100
 
 
 class StackSettings(BaseSettings):

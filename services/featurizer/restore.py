@@ -13,12 +13,11 @@ from collections.abc import Iterable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from services.core.errors import StackError
-from services.core.kafka import consumer_config
+from services.core.kafka import history_consumer_config, quiet_poll_s
 from services.core.settings import StackSettings
 
 Records = list[tuple[bytes, bytes | None]]
 _BATCH = 10_000
-_QUIET_POLL_S = 0.2
 
 
 def read_changelogs(
@@ -28,13 +27,15 @@ def read_changelogs(
     found: dict[tuple[str, int], Records] = {tp: [] for tp in sorted(set(wanted))}
     if not found:
         return found
-    consumer = Consumer(consumer_config(settings, None, **{"enable.partition.eof": True}))
+    config = history_consumer_config(settings)
+    quiet_s = quiet_poll_s(config)
+    consumer = Consumer(config)
     try:
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in found])
         pending = set(found)
         deadline = time.monotonic() + timeout_s
         while True:
-            messages = consumer.consume(_BATCH, _QUIET_POLL_S if not pending else 0.05)
+            messages = consumer.consume(_BATCH, quiet_s if not pending else 0.05)
             if not messages and not pending:
                 return found
             for message in messages:

@@ -30,7 +30,7 @@ from confluent_kafka import (
 )
 
 from services.core.errors import SerializationError, StackError
-from services.core.kafka import consumer_config
+from services.core.kafka import history_consumer_config, quiet_poll_s
 from services.core.serde import Codec
 from services.core.settings import StackSettings
 from services.scorer.settings import ScorerSettings
@@ -38,7 +38,6 @@ from services.scorer.settings import ScorerSettings
 log = logging.getLogger(__name__)
 
 _BATCH = 10_000
-_QUIET_POLL_S = 0.2
 _BUSY_POLL_S = 0.05
 _PROBE_AHEAD_MS = 24 * 3600 * 1000  # a time no record can have yet: a broker must answer -1
 
@@ -133,10 +132,11 @@ def recent_predictions(
     deadline = started + timeout_s
     now_ms = int(time.time() * 1000)
     collector = PredictionIds(ids, codec, now_ms - lookback_ms)
-    consumer = Consumer(consumer_config(settings, None, **{"enable.partition.eof": True}))
+    config = history_consumer_config(settings)
+    consumer = Consumer(config)
     try:
         starts, how = _start_offsets(consumer, topic, capacity, now_ms - lookback_ms, deadline)
-        _read_to_end(consumer, topic, starts, collector, deadline)
+        _read_to_end(consumer, topic, starts, collector, deadline, quiet_poll_s(config))
     except KafkaException as exc:
         raise StackError(f"cannot read {topic} to rebuild the recent event ids: {exc}") from exc
     finally:
@@ -252,6 +252,7 @@ def _read_to_end(
     starts: dict[int, int],
     collector: PredictionIds,
     deadline: float,
+    quiet_s: float,
 ) -> None:
     """Reads every partition from its start to its end: the partition-EOF event, then a quiet
     poll (the embedded broker's high watermark can be short of the last record)."""
@@ -262,7 +263,7 @@ def _read_to_end(
         if left <= 0:
             collector.stats.timed_out = True
             return
-        messages = consumer.consume(_BATCH, min(left, _BUSY_POLL_S if pending else _QUIET_POLL_S))
+        messages = consumer.consume(_BATCH, min(left, _BUSY_POLL_S if pending else quiet_s))
         if not messages and not pending:
             return
         for message in messages:

@@ -14,13 +14,14 @@ from confluent_kafka import Producer
 from services.core.deadletter import SourcePosition
 from services.core.domains import load_domain
 from services.core.errors import SerializationError
-from services.core.kafka import partition_count
+from services.core.kafka import TopicSpec, create_topics, partition_count, producer_config
 from services.core.schemas import SchemaStore
 from services.core.serde import Codec, CodecFactory
-from services.core.settings import StackSettings
+from services.core.settings import HISTORY_FETCH_WAIT_MS, StackSettings
 from services.demo.pipeline import ServiceProcess, service_env
 from services.features.store import open_store
 from services.featurizer.processor import Accepted, EventProcessor
+from services.featurizer.restore import read_changelogs
 from services.featurizer.secondary import forward_key, forward_partition
 from services.featurizer.state import EntryCodec, entry_key
 from services.featurizer.windows import EntityAggregator, EntityWindow
@@ -393,3 +394,22 @@ def event_ids(values: list[bytes], codec: Codec) -> list[str]:
         except SerializationError:
             continue
     return ids
+
+
+def test_a_restore_reads_a_changelog_of_more_small_batches_than_one_short_fetch_can_list(
+    stack: StackSettings,
+) -> None:
+    """The embedded broker lists every stored batch of a partition in each fetch, and a fetch
+    that takes longer than its wait comes back empty: at the 2 ms hot-path wait, a reader stops
+    for good at a few thousand batches. A changelog after a long run holds many more (one
+    batch and one transaction marker per committed micro-batch); the restore must read it all."""
+    topic = f"restore-history-{uuid.uuid4().hex[:8]}"
+    create_topics(stack, [TopicSpec(topic, 1)])
+    producer = Producer(producer_config(stack, **{"linger.ms": 0}))
+    batches = 10_000
+    for i in range(batches):
+        producer.produce(topic, key=b"k%d" % i, value=b"v%d" % i)
+        producer.flush()  # each its own stored batch, as a micro-batch's changelog write
+    assert stack.fetch_wait < HISTORY_FETCH_WAIT_MS  # the hot path's wait is the short one
+    records = read_changelogs(stack, [(topic, 0)], timeout_s=60)[(topic, 0)]
+    assert records == [(b"k%d" % i, b"v%d" % i) for i in range(batches)]

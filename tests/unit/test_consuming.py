@@ -12,8 +12,15 @@ from services.core.kafka import (
     background_consumer_config,
     consume_batch,
     consumer_config,
+    history_consumer_config,
+    quiet_poll_s,
 )
-from services.core.settings import BACKGROUND_FETCH_WAIT_MS, EMBEDDED_FETCH_WAIT_MS, StackSettings
+from services.core.settings import (
+    BACKGROUND_FETCH_WAIT_MS,
+    EMBEDDED_FETCH_WAIT_MS,
+    HISTORY_FETCH_WAIT_MS,
+    StackSettings,
+)
 
 
 class QueuedConsumer:
@@ -74,3 +81,15 @@ def test_background_consumers_fetch_seldom_but_keep_a_longer_configured_wait() -
     )
     patient = StackSettings(kafka_bootstrap="127.0.0.1:1", fetch_wait_ms=500)
     assert background_consumer_config(patient, "g")["fetch.wait.max.ms"] == 500
+
+
+def test_history_readers_fetch_long_enough_and_wait_out_two_fetches_before_calling_it_quiet() -> (
+    None
+):
+    embedded = StackSettings(kafka_bootstrap="127.0.0.1:1", embedded=True)
+    config = history_consumer_config(embedded)
+    assert config["fetch.wait.max.ms"] == HISTORY_FETCH_WAIT_MS
+    assert config["enable.partition.eof"] is True
+    assert quiet_poll_s(config) > 2 * HISTORY_FETCH_WAIT_MS / 1000
+    patient = StackSettings(kafka_bootstrap="127.0.0.1:1", fetch_wait_ms=500)
+    assert history_consumer_config(patient)["fetch.wait.max.ms"] == 500
