@@ -7,7 +7,8 @@ that auto-creates topics picks its own count, which breaks co-partitioned tables
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,8 @@ ADMIN_TIMEOUT_S = 15.0
 # How long a micro-batch loop blocks for its first record before it looks around (shutdown,
 # model swaps) and blocks again.
 IDLE_POLL_S = 0.1
+# What a history reader's quiet poll adds to two fetch waits, for the broker's own delays.
+QUIET_MARGIN_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -116,40 +119,52 @@ def consumer_config(settings: StackSettings, group_id: str | None, **extra: Any)
     return config
 
 
-def consume_batch(consumer: Consumer, size: int, wait_s: float) -> list[Message]:
-    """A micro-batch: blocks up to ``IDLE_POLL_S`` for a first record, then takes up to
-    ``size`` in all, waiting at most ``wait_s`` more for them (0: only those already fetched).
+def consume_batch(
+    consumer: Consumer, size: int, wait_s: float, clock: Callable[[], float] = time.monotonic
+) -> list[Message]:
+    """A micro-batch of at most ``size`` records, gathered until ``wait_s`` after the call
+    (0: only what was already fetched).
 
-    The wait starts at the first record, so an idle loop does not add it to every event's
-    latency, and a wait of 0 batches exactly what arrived together."""
+    It first blocks up to ``IDLE_POLL_S`` for one record. Under load that returns at once and
+    the window is a plain ``consume(size, wait_s)``'s; a record that ends an idle wait past the
+    window is taken with whatever came with it, not held for a window of its own, and a wait
+    of 0 blocks there instead of spinning.
+    """
+    deadline = clock() + wait_s
     messages = consumer.consume(1, IDLE_POLL_S)
     if messages and size > 1:
-        messages += consumer.consume(size - 1, wait_s)
+        messages += consumer.consume(size - 1, max(0.0, deadline - clock()))
     return messages
 
 
 def background_consumer_config(
     settings: StackSettings, group_id: str | None, **extra: Any
 ) -> dict[str, Any]:
-    """A consumer off the hot path: the same, but fetching at most every
-    ``BACKGROUND_FETCH_WAIT_MS`` (a longer configured fetch wait is kept)."""
-    wait = max(settings.fetch_wait, BACKGROUND_FETCH_WAIT_MS)
-    return consumer_config(settings, group_id, **{"fetch.wait.max.ms": wait, **extra})
+    """A consumer off the hot path: fetching at most every ``BACKGROUND_FETCH_WAIT_MS``."""
+    return _waiting_at_least(BACKGROUND_FETCH_WAIT_MS, settings, group_id, extra)
 
 
 def history_consumer_config(settings: StackSettings, **extra: Any) -> dict[str, Any]:
     """A reader of a partition's history, outside any group, with partition-EOF events: it
     fetches at least ``HISTORY_FETCH_WAIT_MS`` (see settings), so a long log gets read."""
-    wait = max(settings.fetch_wait, HISTORY_FETCH_WAIT_MS)
-    return consumer_config(
-        settings, None, **{"fetch.wait.max.ms": wait, "enable.partition.eof": True, **extra}
+    return _waiting_at_least(
+        HISTORY_FETCH_WAIT_MS, settings, None, {"enable.partition.eof": True, **extra}
     )
+
+
+def _waiting_at_least(
+    wait_ms: int, settings: StackSettings, group_id: str | None, extra: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``consumer_config`` with a fetch wait of at least ``wait_ms`` (a longer configured
+    one is kept)."""
+    wait = max(settings.fetch_wait, wait_ms)
+    return consumer_config(settings, group_id, **{"fetch.wait.max.ms": wait, **extra})
 
 
 def quiet_poll_s(config: Mapping[str, Any]) -> float:
     """How long a poll must stay empty to say nothing more is coming: two fetch waits (one
     may have just begun) and a margin."""
-    return 0.1 + 2 * int(config["fetch.wait.max.ms"]) / 1000
+    return QUIET_MARGIN_S + 2 * int(config["fetch.wait.max.ms"]) / 1000
 
 
 def producer_config(settings: StackSettings, **extra: Any) -> dict[str, Any]:

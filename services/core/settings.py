@@ -31,12 +31,13 @@ KAFKA_SESSION_TIMEOUT_MS = 45_000
 KAFKA_FETCH_WAIT_MS = 100
 # Consumers off the hot path (the model registry follower, online learning's outcome reader,
 # the feature log) never fetch more often than this: on the embedded broker every fetcher at
-# 2 ms costs the broker about a tenth of a core even when idle (`streamml bench broker`).
+# 2 ms costs the broker about an eighth of a core even when idle (`streamml bench broker`).
 BACKGROUND_FETCH_WAIT_MS = 100
 # Readers of a partition's history (the featurizer's changelog restore, the scorer's rebuild of
 # recent predictions) fetch at least this long. The embedded broker lists every stored batch
-# of a partition in each fetch, and a fetch whose work outlasts its wait comes back empty:
-# at 2 ms a reader never gets past about 5,000 small batches (`streamml bench broker`).
+# of a partition in each fetch, and a fetch whose work outlasts its wait comes back empty: at
+# 2 ms a partition of a few thousand small batches can no longer be read (`streamml bench
+# broker`).
 HISTORY_FETCH_WAIT_MS = 100
 
 

@@ -1,5 +1,6 @@
-"""How the services consume: micro-batches that wait from their first record, and consumers
-off the hot path that fetch seldom."""
+"""How the services consume: micro-batches whose window begins with the call and never holds a
+record that ended an idle wait, consumers off the hot path that fetch seldom, and history
+readers that fetch long enough to get through a long log."""
 
 from __future__ import annotations
 
@@ -23,19 +24,39 @@ from services.core.settings import (
 )
 
 
-class QueuedConsumer:
-    """An in-memory double of ``Consumer.consume``: what has been fetched is ``queued``. A call
-    that can be filled from it returns at once; one that cannot waits its timeout, during which
-    the records that ``arrive_while_waiting`` come in."""
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
 
-    def __init__(self, queued: list[str], arrive_while_waiting: list[str] | None = None) -> None:
+    def __call__(self) -> float:
+        return self.now
+
+
+class QueuedConsumer:
+    """An in-memory double of ``Consumer.consume`` on a fake clock: what has been fetched is
+    ``queued``. A call that can be filled from it returns at once; one that cannot waits out
+    its timeout on the clock, during which the records that ``arrive_while_waiting`` come in.
+    The first record of an idle loop can be made to come ``first_after_s`` into the first
+    call."""
+
+    def __init__(
+        self,
+        queued: list[str],
+        arrive_while_waiting: list[str] | None = None,
+        first_after_s: float = 0.0,
+    ) -> None:
         self.queued = list(queued)
         self.arriving = list(arrive_while_waiting or [])
+        self.first_after_s = first_after_s
+        self.clock = Clock()
         self.calls: list[tuple[int, float]] = []
 
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
-        self.calls.append((num_messages, timeout))
+        self.calls.append((num_messages, round(timeout, 6)))
+        if len(self.calls) == 1:
+            self.clock.now += self.first_after_s
         if len(self.queued) < num_messages and timeout > 0:
+            self.clock.now += timeout
             self.queued += self.arriving
             self.arriving = []
         taken, self.queued = self.queued[:num_messages], self.queued[num_messages:]
@@ -43,7 +64,7 @@ class QueuedConsumer:
 
 
 def batch_of(consumer: QueuedConsumer, size: int, wait_s: float) -> list[Any]:
-    return list(consume_batch(cast(Consumer, consumer), size, wait_s))
+    return list(consume_batch(cast(Consumer, consumer), size, wait_s, clock=consumer.clock))
 
 
 def test_a_wait_of_zero_takes_what_was_fetched_and_nothing_that_arrives_later() -> None:
@@ -53,11 +74,18 @@ def test_a_wait_of_zero_takes_what_was_fetched_and_nothing_that_arrives_later() 
     assert consumer.calls == [(1, IDLE_POLL_S), (9, 0.0)]
 
 
-def test_the_wait_starts_at_the_first_record_and_gathers_what_arrives_meanwhile() -> None:
-    consumer = QueuedConsumer(["a"], arrive_while_waiting=["b", "c"])
+def test_records_that_come_within_the_window_join_the_batch() -> None:
+    consumer = QueuedConsumer(["a"], arrive_while_waiting=["b", "c"], first_after_s=0.002)
     batch = batch_of(consumer, size=10, wait_s=0.005)
     assert batch == ["a", "b", "c"]
-    assert consumer.calls == [(1, IDLE_POLL_S), (9, 0.005)]
+    assert consumer.calls == [(1, IDLE_POLL_S), (9, 0.003)]  # the window began with the call
+
+
+def test_a_record_that_ends_an_idle_wait_is_taken_at_once_not_held_for_a_window() -> None:
+    consumer = QueuedConsumer(["a"], arrive_while_waiting=["b"], first_after_s=0.050)
+    batch = batch_of(consumer, size=10, wait_s=0.005)
+    assert batch == ["a"]
+    assert consumer.calls == [(1, IDLE_POLL_S), (9, 0.0)]
 
 
 def test_an_idle_loop_waits_only_for_a_first_record() -> None:
