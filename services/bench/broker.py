@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,10 +158,6 @@ class _Broker:
         create_topics(self._settings, [TopicSpec(name, partitions)])
         return name
 
-    @contextmanager
-    def _measured(self) -> Iterator[_Span]:
-        yield _Span(self._pid)
-
     def idle_fetch(self, wait_ms: int, seconds: float) -> RequestCost:
         topic = self._topic()
         stats = RequestCounts()
@@ -177,10 +171,10 @@ class _Broker:
         consumer.assign([TopicPartition(topic, 0, 0)])
         consumer.poll(1.0)  # connected and fetching before the clock starts
         before = stats.count("Fetch")
-        with self._measured() as span:
-            while span.seconds() < seconds:
-                consumer.poll(0.05)
-            took, cpu = span.seconds(), span.broker_cpu_seconds()
+        span = _Span(self._pid)
+        while span.seconds() < seconds:
+            consumer.poll(0.05)
+        took, cpu = span.seconds(), span.broker_cpu_seconds()
         fetches = stats.count("Fetch") - before
         consumer.close()
         return RequestCost(f"idle fetch, wait {wait_ms} ms", fetches, took, cpu)
@@ -199,12 +193,12 @@ class _Broker:
         producer.produce(topic, PAYLOAD)
         producer.flush()
         before = stats.count("Produce")
-        with self._measured() as span:
-            while span.seconds() < seconds:
-                for _ in range(records):
-                    producer.produce(topic, PAYLOAD)
-                producer.flush()  # one request of ``records`` records
-            took, cpu = span.seconds(), span.broker_cpu_seconds()
+        span = _Span(self._pid)
+        while span.seconds() < seconds:
+            for _ in range(records):
+                producer.produce(topic, PAYLOAD)
+            producer.flush()  # one request of ``records`` records
+        took, cpu = span.seconds(), span.broker_cpu_seconds()
         producer.poll(STATS_INTERVAL_MS * 2 / 1000)
         requests = stats.count("Produce") - before
         kind = "idempotent" if idempotent else "plain"
@@ -223,17 +217,17 @@ class _Broker:
         )
         producer.init_transactions()
         committed = 0
-        with self._measured() as span:
-            while span.seconds() < seconds:
-                producer.begin_transaction()
-                for i in range(records):
-                    producer.produce(topic, PAYLOAD, partition=i % partitions)
-                producer.send_offsets_to_transaction(
-                    [TopicPartition(source, 0, committed + 1)], group.consumer_group_metadata()
-                )
-                producer.commit_transaction()
-                committed += 1
-            took, cpu = span.seconds(), span.broker_cpu_seconds()
+        span = _Span(self._pid)
+        while span.seconds() < seconds:
+            producer.begin_transaction()
+            for i in range(records):
+                producer.produce(topic, PAYLOAD, partition=i % partitions)
+            producer.send_offsets_to_transaction(
+                [TopicPartition(source, 0, committed + 1)], group.consumer_group_metadata()
+            )
+            producer.commit_transaction()
+            committed += 1
+        took, cpu = span.seconds(), span.broker_cpu_seconds()
         group.close()
         spread = f" over {partitions} partitions" if partitions > 1 else ""
         return RequestCost(
@@ -256,13 +250,13 @@ class _Broker:
             consumer.poll(0.5)
             sent = received = 0
             before = stored
-            with self._measured() as span:
-                while span.seconds() < seconds:
-                    producer.produce(topic, PAYLOAD)
-                    producer.flush()
-                    sent += 1
-                    received += len(consumer.consume(100, 0.01))
-                took, cpu = span.seconds(), span.broker_cpu_seconds()
+            span = _Span(self._pid)
+            while span.seconds() < seconds:
+                producer.produce(topic, PAYLOAD)
+                producer.flush()
+                sent += 1
+                received += len(consumer.consume(100, 0.01))
+            took, cpu = span.seconds(), span.broker_cpu_seconds()
             received += len(consumer.consume(sent, 1.0))  # what was still on its way
             consumer.close()
             stored += sent
@@ -278,10 +272,10 @@ class _Broker:
         consumer = Consumer(consumer_config(self._settings, None, **{"fetch.wait.max.ms": wait_ms}))
         consumer.assign([TopicPartition(topic, 0, 0)])
         read = 0
-        with self._measured() as span:
-            while read < batches and span.seconds() < limit_s:
-                read += sum(1 for m in consumer.consume(10_000, 0.1) if m.error() is None)
-            took, cpu = span.seconds(), span.broker_cpu_seconds()
+        span = _Span(self._pid)
+        while read < batches and span.seconds() < limit_s:
+            read += sum(1 for m in consumer.consume(10_000, 0.1) if m.error() is None)
+        took, cpu = span.seconds(), span.broker_cpu_seconds()
         consumer.close()
         return CatchUp(wait_ms, batches, read, took, cpu)
 
