@@ -34,8 +34,8 @@ from services.bench.procstat import usage
 from services.core.errors import StackError
 from services.core.kafka import TopicSpec, consumer_config, create_topics, producer_config
 from services.core.settings import StackSettings
-from services.stack import embedded
-from services.stack.broker import broker_binary
+from services.stack import local
+from services.stack.tansu import broker_binary
 
 PAYLOAD = b"x" * 100  # about the size of one of our Avro events
 STATS_INTERVAL_MS = 100
@@ -116,10 +116,11 @@ def run(
     catch_up_limit_s: float = 20.0,
 ) -> BrokerResult:
     home = base.home / "bench-broker"
-    with embedded.running_servers(base.model_copy(update={"home": home})) as (settings, state):
-        if not state.broker_pid:
+    embedded = base.model_copy(update={"home": home, "broker": "embedded"})
+    with local.running_servers(embedded) as (settings, state):
+        if not state.embedded or not state.broker_pids:
             raise StackError("bench broker measures the embedded broker; none was started")
-        broker = _Broker(settings, state.broker_pid)
+        broker = _Broker(settings, state.broker_pids[0])
         result = BrokerResult(f"{Path(broker_binary()).name}, memory storage", seconds)
         for wait_ms in fetch_waits_ms:
             say(f"an idle consumer, fetch wait {wait_ms} ms")

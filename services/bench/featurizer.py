@@ -32,7 +32,7 @@ from services.demo.pipeline import ServiceProcess, service_env
 from services.featurizer.routes import internal_topics
 from services.featurizer.settings import FeaturizerSettings
 from services.producer.publish import publish_synthetic
-from services.stack import embedded
+from services.stack import local
 
 START_TIMEOUT_S = 120.0
 SETTLED_S = 2.0
@@ -58,7 +58,7 @@ def run(
     others = None if core is None else _other_cpus(core)
     with (
         this_thread_on(others),
-        embedded.running_stack(base.model_copy(update={"home": home})) as settings,
+        local.running_stack(base.model_copy(update={"home": home})) as settings,
     ):
         domain = load_domain(settings.features_dir, "payments")
         codec = codecs_for(settings).for_topic(domain.topics.events)

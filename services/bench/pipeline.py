@@ -48,7 +48,7 @@ from services.core.modelstore import ModelStore, path_of
 from services.core.registry import promote
 from services.core.settings import StackSettings
 from services.demo.pipeline import ServiceProcess, service_env
-from services.stack import embedded
+from services.stack import local
 from services.stack.processes import free_port
 
 KEEP_UP_S = 1.0
@@ -177,7 +177,7 @@ def _run_system(
 ) -> SystemResult:
     home = base.home / f"bench-{name}"
     shutil.rmtree(home, ignore_errors=True)
-    with embedded.running_servers(base.model_copy(update={"home": home})) as (settings, state):
+    with local.running_servers(base.model_copy(update={"home": home})) as (settings, state):
         domain = load_domain(settings.features_dir, "payments")
         model_path, version = _champion(settings, domain)
         say(f"{name}: starting")
@@ -189,7 +189,11 @@ def _run_system(
         vectors = Arrivals(
             settings, domain.topics.features, codecs.for_topic(domain.topics.features), run_id
         )
-        pids = {**system.pids, "broker": state.broker_pid or 0, "redis": state.redis_pid or 0}
+        pids = {
+            **system.pids,
+            "broker": next(iter(state.broker_pids), 0),
+            "redis": state.redis_pid or 0,
+        }
         result = SystemResult(name, cards, settings.topic_partitions)
         if name == "streamml":
             result.settings = dict(service_settings)

@@ -43,7 +43,7 @@ from services.features.feast_objects import feature_view_name
 from services.features.redis_layout import layout_for, view_layouts
 from services.features.store import apply_declarations, open_store
 from services.featurizer.online import OnlineBuffer, OnlineRow, OnlineWriter
-from services.stack import embedded
+from services.stack import local
 from services.stack.processes import free_port
 
 START_TIMEOUT_S = 120.0
@@ -88,7 +88,7 @@ def run(
 ) -> ScorerResult:
     home = base.home / "bench-scorer"
     shutil.rmtree(home, ignore_errors=True)
-    with embedded.running_stack(base.model_copy(update={"home": home})) as settings:
+    with local.running_stack(base.model_copy(update={"home": home})) as settings:
         domain = load_domain(settings.features_dir, "payments")
         codecs = codecs_for(settings)
         say(f"training and promoting the bootstrap model ({TRAIN_EVENTS} events)")

@@ -14,7 +14,7 @@ from services.core.domains import load_domain
 from services.core.settings import StackSettings
 from services.demo.collect import Collector
 from services.demo.pipeline import ServiceProcess, service_env
-from services.stack import embedded
+from services.stack import local
 
 from .run import codecs_for
 
@@ -41,7 +41,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     step("starting the embedded broker and Redis")
     services: list[ServiceProcess] = []
     try:
-        with embedded.running_stack(settings) as stack:
+        with local.running_stack(settings) as stack:
             try:
                 return _run(args, stack, services)
             finally:

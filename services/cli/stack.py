@@ -14,20 +14,38 @@ from services.core.domains import load_domain, load_domains
 from services.core.errors import StackError
 from services.core.kafka import create_topics, topic_specs
 from services.core.settings import StackSettings, load_settings
-from services.features.feast_objects import feature_view_name
-from services.features.store import apply_declarations, open_store
-from services.stack import embedded
+from services.stack import local
+from services.stack.kafka.cluster import forget_pids
+from services.stack.processes import stop_pids
 
 
 def register(commands: Any) -> None:
     up = commands.add_parser(
-        "up", help="start the embedded broker and Redis, create topics, apply Feast"
+        "up",
+        help="start Apache Kafka (or the embedded broker) and Redis, create topics, apply Feast",
+        description="Starts a local broker and Redis with their data under STREAMML_HOME "
+        "(.streamml). The broker is Apache Kafka when a JDK 17+ is found (its jars are fetched "
+        "from Maven Central once), else the embedded one; STREAMML_BROKER=kafka|embedded|auto "
+        "chooses. STREAMML_KAFKA_BOOTSTRAP / STREAMML_REDIS_URL name servers of your own, and "
+        "then nothing of that kind starts.",
     )
     up.add_argument("--detach", action="store_true", help="leave the stack running and exit 0")
-    up.add_argument("--kafka-port", type=int, help="broker port (default: a free one)")
+    up.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        help="Kafka nodes (default 1); 3 gives a replicated cluster (replication factor 3, "
+        "min.insync.replicas 2)",
+    )
+    up.add_argument("--kafka-port", type=int, help="first broker's port (default: a free one)")
     up.add_argument("--redis-port", type=int, help="Redis port (default: a free one)")
     up.set_defaults(handler=cmd_up)
     down = commands.add_parser("down", help="stop what `streamml up` started")
+    down.add_argument(
+        "--wipe",
+        action="store_true",
+        help="also delete the data kept for the next up (Kafka's topics, Redis, models, Feast)",
+    )
     down.set_defaults(handler=cmd_down)
 
     topics = commands.add_parser("topics", help="topic administration")
@@ -54,23 +72,30 @@ def _plain_settings() -> StackSettings:
 
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _plain_settings()
-    previous = embedded.read_state(settings.home)
-    if previous is not None and embedded.running(previous):
+    previous = local.read_state(settings.home)
+    if previous is not None and local.running(previous):
         raise StackError(
             f"a stack is already up (Kafka {previous.kafka_bootstrap}, {previous.redis_url}); "
             "run `streamml down` first"
         )
-    state, processes = embedded.start_servers(
-        settings, detach=args.detach, kafka_port=args.kafka_port, redis_port=args.redis_port
+    # Feast takes seconds to import: that happens while the servers start.
+    threading.Thread(target=local.import_feast, name="import-feast", daemon=True).start()
+    state, processes = local.start_servers(
+        settings,
+        detach=args.detach,
+        kafka_port=args.kafka_port,
+        redis_port=args.redis_port,
+        brokers=args.brokers,
     )
     try:
-        embedded.prepare(embedded.connected(settings, state))
-        env_path = embedded.write_state(settings, state)
+        local.prepare(local.connected(settings, state))
+        env_path = local.write_state(settings, state)
     except BaseException:
-        for process in processes:
-            process.terminate()
+        stop_pids([process.pid for process in processes], local.KAFKA_STOP_TIMEOUT_S)
+        forget_pids(settings.home)
         raise
-    print(f"Kafka  {state.kafka_bootstrap}\nRedis  {state.redis_url}\nwrote  {env_path}")
+    print(f"broker {state.broker}\nKafka  {state.kafka_bootstrap}")
+    print(f"Redis  {state.redis_url}\nwrote  {env_path}")
     if args.detach:
         return 0
     print("stack up; Ctrl-C stops it", file=sys.stderr)
@@ -78,13 +103,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     with contextlib.suppress(KeyboardInterrupt):
         stopped.wait()
-    embedded.stop(settings.home)
+    local.stop(settings.home)
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    state = embedded.stop(_plain_settings().home)
+    home = _plain_settings().home
+    state = local.stop(home, wipe=args.wipe)
     print("stack stopped" if state is not None else "no stack was up")
+    if args.wipe:
+        print(f"deleted the stack's data under {home}")
     return 0
 
 
@@ -97,6 +125,8 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
 
 
 def cmd_features_apply(args: argparse.Namespace) -> int:
+    from services.features.store import apply_declarations
+
     settings = load_settings(StackSettings)
     names = apply_declarations(settings, list(load_domains(settings.features_dir).values()))
     print("applied: " + ", ".join(names))
@@ -104,6 +134,9 @@ def cmd_features_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_features_get(args: argparse.Namespace) -> int:
+    from services.features.feast_objects import feature_view_name
+    from services.features.store import open_store
+
     settings = load_settings(StackSettings)
     domain = load_domain(settings.features_dir, args.domain)
     field, _, value = args.entity.partition("=")

@@ -86,7 +86,10 @@ def create_topics(settings: StackSettings, specs: Iterable[TopicSpec]) -> list[s
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(s.name, s.partitions, 1, config=dict(s.config)) for s in missing],
+        [
+            NewTopic(s.name, s.partitions, settings.topic_replication, config=dict(s.config))
+            for s in missing
+        ],
         operation_timeout=ADMIN_TIMEOUT_S,
     )
     for name, future in futures.items():

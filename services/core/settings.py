@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.errors import ConfigError
@@ -41,6 +41,15 @@ BACKGROUND_FETCH_WAIT_MS = 100
 HISTORY_FETCH_WAIT_MS = 100
 
 
+BrokerChoice = Literal["auto", "kafka", "embedded"]
+
+
+def default_cache_dir() -> Path:
+    """Downloads kept between checkouts (Kafka's jars): ``$XDG_CACHE_HOME/streamml``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "streamml"
+
+
 class StackSettings(BaseSettings):
     """Where the broker, Redis, schemas, features and models are; shared by every service."""
 
@@ -53,10 +62,35 @@ class StackSettings(BaseSettings):
         default=None, description="Confluent Schema Registry; unset means single-object Avro"
     )
     embedded: bool = Field(default=False, description="Set by `streamml up` in stack.env")
+    broker: BrokerChoice = Field(
+        default="auto",
+        description="What `streamml up` starts: kafka (Apache Kafka, needs a JDK 17+), "
+        "embedded (Tansu, memory only), auto (Kafka when a JDK is found)",
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir, description="Kafka's jars, fetched once"
+    )
+    java_home: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STREAMML_JAVA_HOME", "JAVA_HOME"),
+        description="The JDK that runs Kafka; default: java on PATH",
+    )
+    maven_repository: str | None = Field(
+        default=None, description="A Maven Central mirror to fetch Kafka's jars from"
+    )
+    kafka_heap_mb: int = Field(
+        default=512, ge=128, description="Heap of each local Kafka node (JVM -Xmx)"
+    )
     schemas_dir: Path = Field(default_factory=default_schemas_dir)
     features_dir: Path = Field(default_factory=default_features_dir)
     model_store_dir: Path | None = Field(default=None, description="Default: <home>/models")
     topic_partitions: int = Field(default=4, ge=1, description="Partitions of every data topic")
+    topic_replication: int = Field(
+        default=-1,
+        ge=-1,
+        description="Replication factor of the topics streamml creates; -1: the cluster's "
+        "default.replication.factor (3 on `streamml up --brokers 3`)",
+    )
     session_timeout_ms: int | None = Field(default=None, ge=1_000)
     fetch_wait_ms: int | None = Field(default=None, ge=0)
     kafka_debug: str | None = Field(

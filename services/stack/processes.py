@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.core.errors import StackError
@@ -51,24 +52,40 @@ def spawn(argv: Sequence[str], log_path: Path, *, detach: bool) -> subprocess.Po
             raise StackError(f"cannot run {argv[0]}: {exc.strerror}") from exc
 
 
+@dataclass(frozen=True)
+class Watched:
+    """A server process being waited for: if it exits, the wait ends with its log."""
+
+    process: subprocess.Popen[bytes]
+    what: str
+    log_path: Path
+
+
 def wait_until(
     ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str, log_path: Path
 ) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    wait_for(ready, [Watched(process, what, log_path)], what, READY_TIMEOUT_S)
+
+
+def wait_for(
+    ready: Callable[[], bool], watched: Sequence[Watched], what: str, timeout_s: float
+) -> None:
+    """Until ``ready()``; raises with the log's last lines when a process exits or time is up."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise StackError(
-                f"the {what} exited with code {process.returncode} before answering; "
-                f"its log {log_path} ends with:\n{tail(log_path)}"
-            )
+        for item in watched:
+            if item.process.poll() is not None:
+                raise StackError(
+                    f"the {item.what} exited with code {item.process.returncode} before "
+                    f"answering; its log {item.log_path} ends with:\n{tail(item.log_path)}"
+                )
         if ready():
             return
         time.sleep(0.05)
-    stop_pid(process.pid)
-    raise StackError(
-        f"the {what} did not answer within {READY_TIMEOUT_S:.0f} s; "
-        f"its log {log_path} ends with:\n{tail(log_path)}"
-    )
+    for item in watched:
+        stop_pid(item.process.pid)
+    logs = "\n".join(f"{item.log_path} ends with:\n{tail(item.log_path)}" for item in watched)
+    raise StackError(f"the {what} did not answer within {timeout_s:.0f} s; {logs}")
 
 
 def accepts_connections(port: int) -> bool:
@@ -116,3 +133,17 @@ def tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def stop_pids(pids: Sequence[int], timeout_s: float = STOP_TIMEOUT_S) -> list[int]:
+    """``stop_pid`` for several processes at once (SIGTERM to all first, so a cluster's nodes
+    shut down together); returns the pids that did not stop."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.05)
+    return [pid for pid in pids if not stop_pid(pid, timeout_s=0.0)]

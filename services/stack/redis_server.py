@@ -11,6 +11,11 @@ import redis
 from services.core.errors import StackError
 from services.stack.processes import LOOPBACK, spawn, wait_until
 
+REDIS_DIR = "redis"
+# Snapshot points (seconds, changes): Redis also snapshots when it is stopped, so the online
+# store comes back with the next `streamml up`.
+SNAPSHOTS = "3600 1 300 100 60 10000"
+
 
 def redis_binary() -> str:
     on_path = shutil.which("redis-server")
@@ -39,7 +44,7 @@ def start_redis(
         "--port",
         str(port),
         "--save",
-        "",
+        SNAPSHOTS,
         "--appendonly",
         "no",
         "--dir",

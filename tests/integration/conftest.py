@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from services.core.settings import StackSettings
-from services.stack import embedded
+from services.stack import local
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
     home = tmp_path_factory.mktemp("streamml-home")
-    with embedded.running_stack(
+    with local.running_stack(
         StackSettings(home=home, kafka_bootstrap=None, redis_url=None)
     ) as settings:
         yield settings

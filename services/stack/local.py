@@ -1,10 +1,15 @@
-"""``streamml up`` / ``down``: the embedded stack's lifecycle and its ``stack.env``."""
+"""``streamml up`` / ``down``: the local stack's lifecycle (a broker, Redis) and its ``stack.env``.
+
+What ``up`` starts lives under ``<home>``: Kafka's data and Redis's snapshot survive ``down`` and
+come back with the next ``up``; ``down --wipe`` deletes them.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,15 +21,19 @@ from pydantic import SecretStr
 from services.core.domains import load_domains
 from services.core.errors import StackError
 from services.core.kafka import create_topics, topic_specs
-from services.core.settings import ENV_PREFIX, StackSettings
-from services.features.store import apply_declarations
-from services.stack.broker import start_broker
-from services.stack.processes import LOOPBACK, ensure_port_free, free_port, stop_pid
-from services.stack.redis_server import start_redis
+from services.core.settings import ENV_PREFIX, STACK_ENV_FILE, StackSettings
+from services.stack.brokers import start_broker
+from services.stack.kafka.cluster import KAFKA_DIR, PID_DIR, forget_pids
+from services.stack.processes import LOOPBACK, ensure_port_free, free_port, stop_pids
+from services.stack.redis_server import REDIS_DIR, start_redis
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "stack.json"
+# A Kafka node's controlled shutdown (leadership handed over, logs closed) takes a few seconds.
+KAFKA_STOP_TIMEOUT_S = 30.0
+# What `down --wipe` deletes; the home folder may hold things of the user's, so only these.
+WIPED = (KAFKA_DIR, PID_DIR, REDIS_DIR, "models", "feast", "logs")
 
 
 @dataclass(frozen=True)
@@ -33,12 +42,14 @@ class StackState:
 
     kafka_bootstrap: str
     redis_url: str
-    broker_pid: int | None
+    broker_pids: tuple[int, ...]
     redis_pid: int | None
+    broker: str
+    embedded: bool
 
     @property
-    def embedded(self) -> bool:
-        return self.broker_pid is not None
+    def pids(self) -> tuple[int, ...]:
+        return (*self.broker_pids, *((self.redis_pid,) if self.redis_pid is not None else ()))
 
 
 def start_servers(
@@ -47,29 +58,31 @@ def start_servers(
     detach: bool,
     kafka_port: int | None = None,
     redis_port: int | None = None,
+    brokers: int = 1,
 ) -> tuple[StackState, list[subprocess.Popen[bytes]]]:
     """Starts what the settings do not already name: the broker, Redis, or both."""
     logs = settings.home / "logs"
     started: list[subprocess.Popen[bytes]] = []
     try:
-        bootstrap, broker_pid = settings.kafka_bootstrap, None
+        bootstrap, broker_pids = settings.kafka_bootstrap, tuple[int, ...]()
+        description, is_embedded = f"the Kafka cluster at {bootstrap}", settings.embedded
         if not bootstrap:
-            port = _port(kafka_port, "broker")
-            broker = start_broker(port, logs / "broker.log", detach=detach)
-            started.append(broker)
-            bootstrap, broker_pid = f"{LOOPBACK}:{port}", broker.pid
+            broker = start_broker(settings, detach=detach, port=kafka_port, brokers=brokers)
+            started += broker.processes
+            bootstrap, description = broker.bootstrap, broker.description
+            broker_pids, is_embedded = tuple(p.pid for p in broker.processes), broker.embedded
         redis_url, redis_pid = settings.redis_url, None
         url = redis_url.get_secret_value() if redis_url else None
         if not url:
             port = _port(redis_port, "Redis")
-            server = start_redis(port, settings.home / "redis", logs / "redis.log", detach=detach)
+            server = start_redis(port, settings.home / REDIS_DIR, logs / "redis.log", detach=detach)
             started.append(server)
             url, redis_pid = f"redis://{LOOPBACK}:{port}/0", server.pid
     except BaseException:
-        for process in started:
-            stop_pid(process.pid)
+        stop_pids([process.pid for process in started], KAFKA_STOP_TIMEOUT_S)
         raise
-    return StackState(bootstrap, url, broker_pid, redis_pid), started
+    state = StackState(bootstrap, url, broker_pids, redis_pid, description, is_embedded)
+    return state, started
 
 
 @contextmanager
@@ -88,13 +101,19 @@ def running_servers(settings: StackSettings) -> Iterator[tuple[StackSettings, St
         prepare(connected_settings)
         yield connected_settings, state
     finally:
-        for process in processes:
-            process.terminate()
-            process.wait(10)
+        stop_pids([process.pid for process in processes], KAFKA_STOP_TIMEOUT_S)
+        forget_pids(settings.home)
+
+
+def import_feast() -> None:
+    """Imports what ``prepare`` needs of Feast (seconds of imports, best done meanwhile)."""
+    import services.features.store  # noqa: F401
 
 
 def prepare(settings: StackSettings) -> None:
     """Creates every declared topic and applies the Feast declarations."""
+    from services.features.store import apply_declarations
+
     domains = list(load_domains(settings.features_dir).values())
     created = create_topics(settings, topic_specs(settings, domains))
     log.info("topics created: %s", ", ".join(created) or "none (all existed)")
@@ -107,7 +126,7 @@ def connected(settings: StackSettings, state: StackState) -> StackSettings:
         update={
             "kafka_bootstrap": state.kafka_bootstrap,
             "redis_url": SecretStr(state.redis_url),
-            "embedded": settings.embedded or state.embedded,
+            "embedded": state.embedded,
         }
     )
 
@@ -126,29 +145,38 @@ def write_state(settings: StackSettings, state: StackState) -> Path:
 
 def read_state(home: Path) -> StackState | None:
     try:
-        return StackState(**json.loads((home / STATE_FILE).read_text()))
+        raw = json.loads((home / STATE_FILE).read_text())
+        raw["broker_pids"] = tuple(raw["broker_pids"])
+        return StackState(**raw)
     except FileNotFoundError:
         return None
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, KeyError) as exc:
         raise StackError(
-            f"{home / STATE_FILE} is unreadable ({exc}); remove it and run up again"
+            f"{home / STATE_FILE} is unreadable ({exc!r}), perhaps left by an older streamml; "
+            "stop what it started by hand, remove it and run up again"
         ) from exc
 
 
 def running(state: StackState) -> bool:
-    return any(pid is not None and _alive(pid) for pid in (state.broker_pid, state.redis_pid))
+    return any(_alive(pid) for pid in state.pids)
 
 
-def stop(home: Path) -> StackState | None:
-    """Stops what ``up`` started and forgets the stack; None when nothing was up."""
+def stop(home: Path, *, wipe: bool = False) -> StackState | None:
+    """Stops what ``up`` started and forgets the stack; None when nothing was up. ``wipe``
+    also deletes the data kept for the next ``up`` (Kafka's logs, Redis, models, Feast)."""
     state = read_state(home)
-    if state is None:
-        return None
-    for pid in (state.broker_pid, state.redis_pid):
-        if pid is not None and not stop_pid(pid):
-            raise StackError(f"process {pid} did not stop; kill it and remove {home / STATE_FILE}")
-    for name in (STATE_FILE, "stack.env"):
-        (home / name).unlink(missing_ok=True)
+    if state is not None:
+        left = stop_pids(list(state.pids), KAFKA_STOP_TIMEOUT_S)
+        if left:
+            raise StackError(
+                f"processes {left} did not stop; kill them and remove {home / STATE_FILE}"
+            )
+        for name in (STATE_FILE, STACK_ENV_FILE):
+            (home / name).unlink(missing_ok=True)
+        forget_pids(home)
+    if wipe:
+        for name in WIPED:
+            shutil.rmtree(home / name, ignore_errors=True)
     return state
 
 

@@ -1,0 +1,93 @@
+"""Which broker a local stack runs, and starting it: Apache Kafka, or the embedded fallback.
+
+``STREAMML_BROKER=auto`` (the default) runs Apache Kafka whenever a JDK 17+ is found and says in
+one line what is lost when it falls back to the embedded broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from services.core.errors import StackError
+from services.core.settings import StackSettings
+from services.stack import tansu
+from services.stack.kafka.cluster import ClusterRequest, kafka_data_dir, start_cluster
+from services.stack.kafka.distribution import JAVA_MIN_MAJOR, find_java, java_major, resolve
+from services.stack.processes import LOOPBACK, ensure_port_free, free_port
+
+log = logging.getLogger(__name__)
+
+BrokerKind = Literal["kafka", "embedded"]
+EMBEDDED_LIMITS = (
+    f"no JDK {JAVA_MIN_MAJOR}+ found, so the embedded broker (Tansu) runs instead of Apache "
+    "Kafka: it keeps nothing on disk, has no replication, and slows down under a steady load "
+    "(docs/operations.md); install a JDK for Kafka, or set STREAMML_BROKER=embedded to choose it"
+)
+
+
+@dataclass(frozen=True)
+class StartedBroker:
+    bootstrap: str
+    processes: tuple[subprocess.Popen[bytes], ...]
+    description: str
+    embedded: bool
+
+
+def choose_broker(settings: StackSettings) -> BrokerKind:
+    if settings.broker != "auto":
+        return settings.broker
+    java = find_java(settings.java_home)
+    if java is not None and java_major(java) >= JAVA_MIN_MAJOR:
+        return "kafka"
+    log.warning(EMBEDDED_LIMITS)
+    return "embedded"
+
+
+def start_broker(
+    settings: StackSettings, *, detach: bool, port: int | None = None, brokers: int = 1
+) -> StartedBroker:
+    """Starts the chosen broker with its data under ``settings.home``."""
+    if choose_broker(settings) == "embedded":
+        return _start_embedded(settings, detach=detach, port=port, brokers=brokers)
+    distribution = resolve(settings.cache_dir, settings.java_home, settings.maven_repository)
+    request = ClusterRequest(
+        home=settings.home,
+        size=brokers,
+        partitions=settings.topic_partitions,
+        heap_mb=settings.kafka_heap_mb,
+        first_port=port,
+    )
+    cluster = start_cluster(request, distribution, detach=detach)
+    return StartedBroker(cluster.layout.bootstrap, cluster.processes, cluster.description, False)
+
+
+def _start_embedded(
+    settings: StackSettings, *, detach: bool, port: int | None, brokers: int
+) -> StartedBroker:
+    if brokers != 1:
+        raise StackError(
+            "the embedded broker is a single node; --brokers needs Apache Kafka (a JDK 17+, "
+            "STREAMML_BROKER=kafka or auto)"
+        )
+    _refuse_kafka_data(settings.home)
+    if port is None:
+        port = free_port()
+    else:
+        ensure_port_free(port, "broker")
+    process = tansu.start_broker(port, settings.home / "logs" / "broker.log", detach=detach)
+    description = "the embedded broker (Tansu; memory only, one node)"
+    return StartedBroker(f"{LOOPBACK}:{port}", (process,), description, True)
+
+
+def _refuse_kafka_data(home: Path) -> None:
+    """The embedded broker keeps nothing on disk: starting it over Kafka's data would hide it."""
+    if kafka_data_dir(home).exists():
+        raise StackError(
+            f"{home} holds the data of an Apache Kafka cluster ({kafka_data_dir(home)}), which "
+            "the embedded broker cannot read: unset STREAMML_BROKER=embedded to run Kafka on it, "
+            "or `streamml down --wipe` to delete it, or set STREAMML_HOME to another folder"
+        )
