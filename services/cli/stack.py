@@ -16,7 +16,7 @@ from services.core.kafka import create_topics, topic_specs
 from services.core.settings import StackSettings, load_settings
 from services.stack import local
 from services.stack.kafka.cluster import forget_pids
-from services.stack.processes import stop_pids
+from services.stack.processes import stop_processes
 
 
 def register(commands: Any) -> None:
@@ -91,7 +91,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         local.prepare(local.connected(settings, state))
         env_path = local.write_state(settings, state)
     except BaseException:
-        stop_pids([process.pid for process in processes], local.KAFKA_STOP_TIMEOUT_S)
+        stop_processes(processes, local.KAFKA_STOP_TIMEOUT_S)
         forget_pids(settings.home)
         raise
     print(f"broker {state.broker}\nKafka  {state.kafka_bootstrap}")

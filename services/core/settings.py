@@ -27,7 +27,9 @@ _EXPLICIT_SERVER_VARS = (f"{ENV_PREFIX}KAFKA_BOOTSTRAP", f"{ENV_PREFIX}REDIS_URL
 # mode uses a short session timeout and a fetch wait of a few ms (docs/operations.md).
 EMBEDDED_SESSION_TIMEOUT_MS = 6_000
 EMBEDDED_FETCH_WAIT_MS = 2
-KAFKA_SESSION_TIMEOUT_MS = 45_000
+# On Kafka a consumer that dies holds its partitions until its session times out; librdkafka's
+# 45 s default would stop a partition that long after a crash.
+KAFKA_SESSION_TIMEOUT_MS = 10_000
 KAFKA_FETCH_WAIT_MS = 100
 # Consumers off the hot path (the model registry follower, online learning's outcome reader,
 # the feature log) never fetch more often than this: on the embedded broker every fetcher at

@@ -24,7 +24,13 @@ from services.core.kafka import create_topics, topic_specs
 from services.core.settings import ENV_PREFIX, STACK_ENV_FILE, StackSettings
 from services.stack.brokers import start_broker
 from services.stack.kafka.cluster import KAFKA_DIR, PID_DIR, forget_pids
-from services.stack.processes import LOOPBACK, ensure_port_free, free_port, stop_pids
+from services.stack.processes import (
+    LOOPBACK,
+    ensure_port_free,
+    free_port,
+    stop_pids,
+    stop_processes,
+)
 from services.stack.redis_server import REDIS_DIR, start_redis
 
 log = logging.getLogger(__name__)
@@ -79,29 +85,31 @@ def start_servers(
             started.append(server)
             url, redis_pid = f"redis://{LOOPBACK}:{port}/0", server.pid
     except BaseException:
-        stop_pids([process.pid for process in started], KAFKA_STOP_TIMEOUT_S)
+        stop_processes(started, KAFKA_STOP_TIMEOUT_S)
         raise
     state = StackState(bootstrap, url, broker_pids, redis_pid, description, is_embedded)
     return state, started
 
 
 @contextmanager
-def running_stack(settings: StackSettings) -> Iterator[StackSettings]:
+def running_stack(settings: StackSettings, *, brokers: int = 1) -> Iterator[StackSettings]:
     """Starts what the settings do not name, prepares topics and Feast, stops it all after."""
-    with running_servers(settings) as (connected_settings, _state):
+    with running_servers(settings, brokers=brokers) as (connected_settings, _state):
         yield connected_settings
 
 
 @contextmanager
-def running_servers(settings: StackSettings) -> Iterator[tuple[StackSettings, StackState]]:
+def running_servers(
+    settings: StackSettings, *, brokers: int = 1
+) -> Iterator[tuple[StackSettings, StackState]]:
     """``running_stack``, also telling what it started (the benchmarks measure those pids)."""
-    state, processes = start_servers(settings, detach=False)
+    state, processes = start_servers(settings, detach=False, brokers=brokers)
     try:
         connected_settings = connected(settings, state)
         prepare(connected_settings)
         yield connected_settings, state
     finally:
-        stop_pids([process.pid for process in processes], KAFKA_STOP_TIMEOUT_S)
+        stop_processes(processes, KAFKA_STOP_TIMEOUT_S)
         forget_pids(settings.home)
 
 

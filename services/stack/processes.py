@@ -82,8 +82,7 @@ def wait_for(
         if ready():
             return
         time.sleep(0.05)
-    for item in watched:
-        stop_pid(item.process.pid)
+    stop_processes([item.process for item in watched])
     logs = "\n".join(f"{item.log_path} ends with:\n{tail(item.log_path)}" for item in watched)
     raise StackError(f"the {what} did not answer within {timeout_s:.0f} s; {logs}")
 
@@ -147,3 +146,20 @@ def stop_pids(pids: Sequence[int], timeout_s: float = STOP_TIMEOUT_S) -> list[in
     while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
         time.sleep(0.05)
     return [pid for pid in pids if not stop_pid(pid, timeout_s=0.0)]
+
+
+def stop_processes(
+    processes: Sequence[subprocess.Popen[bytes]], timeout_s: float = STOP_TIMEOUT_S
+) -> None:
+    """Our own children: SIGTERM to all at once, SIGKILL to those not gone after ``timeout_s``,
+    each one waited for (so none is left a zombie)."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

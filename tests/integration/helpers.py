@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -87,3 +91,23 @@ def clear_trials(settings: StackSettings, model_name: str) -> None:
     for stage in (CANARY, SHADOW):
         if view.in_stage(model_name, stage) is not None:
             end_trial(settings, codecs, model_name, stage)
+
+
+def streamml(
+    home: Path, *args: str, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
+    env.update({"STREAMML_HOME": str(home)}, **(extra or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=home.parent,
+        check=False,
+    )
+
+
+def read_env(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)

@@ -18,28 +18,9 @@ from services.core.domains import load_domains
 from services.core.paths import default_features_dir
 from services.core.topics import MODELS
 from services.stack.processes import LOOPBACK
+from tests.integration.helpers import read_env, streamml
 
 pytestmark = pytest.mark.integration
-
-
-def streamml(
-    home: Path, *args: str, extra: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
-    env.update({"STREAMML_HOME": str(home)}, **(extra or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=home.parent,
-        check=False,
-    )
-
-
-def read_env(path: Path) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
 
 
 def test_up_detach_starts_a_stack_other_commands_find_and_down_stops_it(tmp_path: Path) -> None:
@@ -89,12 +70,12 @@ def test_commands_without_a_stack_say_what_to_do(tmp_path: Path) -> None:
     assert "streamml up --detach" in result.stderr and "STREAMML_KAFKA_BOOTSTRAP" in result.stderr
 
 
-def test_a_missing_broker_binary_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_missing_embedded_broker_binary_is_a_clear_error(tmp_path: Path) -> None:
     result = streamml(
         tmp_path / "state",
         "up",
         "--detach",
-        extra={"CALF_TANSU_BIN": str(tmp_path / "no-such-tansu")},
+        extra={"CALF_TANSU_BIN": str(tmp_path / "no-such-tansu"), "STREAMML_BROKER": "embedded"},
     )
     assert result.returncode == 2, result.stderr
     assert "broker" in result.stderr and "Traceback" not in result.stderr
@@ -104,7 +85,12 @@ def test_a_server_that_dies_at_start_is_reported_with_its_log(tmp_path: Path) ->
     broken = tmp_path / "broken-broker"
     broken.write_text("#!/bin/sh\necho 'cannot open storage' >&2\nexit 3\n")
     broken.chmod(0o755)
-    result = streamml(tmp_path / "state", "up", "--detach", extra={"CALF_TANSU_BIN": str(broken)})
+    result = streamml(
+        tmp_path / "state",
+        "up",
+        "--detach",
+        extra={"CALF_TANSU_BIN": str(broken), "STREAMML_BROKER": "embedded"},
+    )
     assert result.returncode == 2
     assert "the broker exited with code 3 before answering" in result.stderr
     assert "cannot open storage" in result.stderr

@@ -34,6 +34,7 @@ from services.stack.processes import (
     ensure_port_free,
     free_port,
     spawn,
+    stop_processes,
     tail,
     wait_for,
 )
@@ -78,8 +79,8 @@ def start_cluster(
     """Formats what is new, starts every node, waits until all brokers answer."""
     if not 1 <= request.size <= MAX_NODES:
         raise StackError(f"--brokers must be between 1 and {MAX_NODES}, not {request.size}")
-    cluster_id = _cluster_id(request.home, request.size)
     layout = ClusterLayout(_nodes(request), request.partitions)
+    cluster_id = _cluster_id(request.home, request.size)
     log4j = kafka_data_dir(request.home) / "log4j2.properties"
     log4j.write_text(LOG4J2_PROPERTIES)
     for node in layout.nodes:
@@ -105,8 +106,7 @@ def start_cluster(
         ]
         wait_for(lambda: _all_brokers_answer(layout), watched, "Kafka", READY_TIMEOUT_S)
     except BaseException:
-        for process in processes:
-            process.kill()
+        stop_processes(processes, timeout_s=0.0)
         raise
     _write_pids(request.home, layout, processes)
     version = _started_version(_log_path(request.home, layout.nodes[0]), distribution.version)

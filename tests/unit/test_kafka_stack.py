@@ -1,0 +1,132 @@
+"""The local Kafka cluster's configuration and the checks before it starts (no JVM runs here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.core.errors import StackError
+from services.core.settings import StackSettings
+from services.stack.brokers import choose_broker
+from services.stack.kafka.config import (
+    ClusterLayout,
+    KafkaNode,
+    NodePorts,
+    node_properties,
+    render_properties,
+)
+from services.stack.kafka.distribution import (
+    cached_classpath,
+    classpath_file,
+    java_major,
+    pinned_version,
+    require_java,
+)
+
+
+def layout(size: int, tmp_path: Path) -> ClusterLayout:
+    nodes = tuple(
+        KafkaNode(i, NodePorts(9000 + i, 9100 + i), tmp_path / f"node-{i}")
+        for i in range(1, size + 1)
+    )
+    return ClusterLayout(nodes, partitions=4)
+
+
+def test_one_node_keeps_one_copy_of_everything_internal_topics_included(tmp_path: Path) -> None:
+    single = layout(1, tmp_path)
+    props = node_properties(single, single.nodes[0])
+    assert props["process.roles"] == "broker,controller"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:9101"
+    for key in (
+        "default.replication.factor",
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "min.insync.replicas",
+        "transaction.state.log.min.isr",
+    ):
+        assert props[key] == "1", key
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert props["num.partitions"] == "4"
+    assert props["log.dirs"] == str(tmp_path / "node-1" / "data")
+
+
+def test_three_nodes_replicate_three_times_and_need_two_in_sync(tmp_path: Path) -> None:
+    cluster = layout(3, tmp_path)
+    assert cluster.bootstrap == "127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003"
+    for node in cluster.nodes:
+        props = node_properties(cluster, node)
+        assert props["node.id"] == str(node.node_id)
+        assert props["controller.quorum.voters"] == (
+            "1@127.0.0.1:9101,2@127.0.0.1:9102,3@127.0.0.1:9103"
+        )
+        assert props["advertised.listeners"] == f"PLAINTEXT://127.0.0.1:{9000 + node.node_id}"
+        assert props["default.replication.factor"] == "3"
+        assert props["offsets.topic.replication.factor"] == "3"
+        assert props["transaction.state.log.replication.factor"] == "3"
+        assert props["min.insync.replicas"] == "2"
+        assert props["transaction.state.log.min.isr"] == "2"
+
+
+def test_properties_render_one_per_line() -> None:
+    text = render_properties({"a.b": "1", "c": "x,y"})
+    assert text.splitlines()[1:] == ["a.b=1", "c=x,y"]
+
+
+def fake_java(tmp_path: Path, version_line: str) -> Path:
+    home = tmp_path / "jdk"
+    (home / "bin").mkdir(parents=True)
+    java = home / "bin" / "java"
+    java.write_text(f"#!/bin/sh\necho '{version_line}' >&2\n")
+    java.chmod(0o755)
+    return home
+
+
+@pytest.mark.parametrize(
+    ("line", "major"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('openjdk version "21" 2023-09-19', 21),
+        ('java version "1.8.0_402"', 8),
+    ],
+)
+def test_the_java_version_is_read_as_java_prints_it(tmp_path: Path, line: str, major: int) -> None:
+    assert java_major(str(fake_java(tmp_path, line) / "bin" / "java")) == major
+
+
+def test_an_old_java_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    home = fake_java(tmp_path, 'java version "1.8.0_402"')
+    with pytest.raises(StackError, match="Java 8; Apache Kafka 4 needs 17"):
+        require_java(home)
+
+
+def test_no_java_is_refused_with_the_choices_left(tmp_path: Path) -> None:
+    with pytest.raises(StackError) as raised:
+        require_java(tmp_path / "no-jdk-here")
+    message = str(raised.value)
+    assert "STREAMML_BROKER=embedded" in message and "STREAMML_KAFKA_BOOTSTRAP" in message
+
+
+def test_auto_chooses_kafka_with_a_jdk_and_the_embedded_broker_without(tmp_path: Path) -> None:
+    with_jdk = StackSettings(java_home=fake_java(tmp_path, 'openjdk version "17.0.15"'))
+    assert choose_broker(with_jdk) == "kafka"
+    assert choose_broker(StackSettings(java_home=tmp_path / "none")) == "embedded"
+    chosen = StackSettings(broker="kafka", java_home=tmp_path / "none")
+    assert choose_broker(chosen) == "kafka"  # and `up` then says there is no JDK
+
+
+def test_a_cached_classpath_counts_only_while_every_jar_is_there(tmp_path: Path) -> None:
+    assert cached_classpath(tmp_path) is None
+    jars = [tmp_path / "a.jar", tmp_path / "b.jar"]
+    for jar in jars:
+        jar.write_bytes(b"")
+    path = classpath_file(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text(":".join(str(j) for j in jars))
+    assert cached_classpath(tmp_path) == ":".join(str(j) for j in jars)
+    jars[1].unlink()
+    assert cached_classpath(tmp_path) is None
+
+
+def test_the_pinned_version_is_a_kafka_4() -> None:
+    assert pinned_version().startswith("4.")
