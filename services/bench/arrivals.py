@@ -1,7 +1,8 @@
 """Where ``streamml bench`` measures: a read_committed consumer of the predictions topic.
 
 A background thread reads all the time and stamps each batch of records with its receipt
-time, so latency is receipt minus the event's own ``event_time`` (its due time, set by the
+time (the batch is what had arrived with its first record), so latency is receipt minus the
+event's own ``event_time`` (its due time, set by the
 load generator). Records of other runs are skipped by their event ids.
 """
 
@@ -15,12 +16,11 @@ from confluent_kafka import Consumer
 
 from services.bench.loadgen import parse_event_id
 from services.core.errors import SerializationError
-from services.core.kafka import consumer_config
+from services.core.kafka import consume_batch, consumer_config
 from services.core.serde import Codec
 from services.core.settings import StackSettings
 
 _BATCH = 5_000
-_POLL_S = 0.005
 
 
 @dataclass
@@ -67,7 +67,9 @@ class Arrivals:
 
     def _read(self) -> None:
         while not self._stopped.is_set():
-            messages = self._consumer.consume(_BATCH, _POLL_S)
+            # The batch is what had arrived when its first record did (no fill window), so its
+            # stamp is that record's receipt time.
+            messages = consume_batch(self._consumer, _BATCH, 0.0)
             if not messages:
                 continue
             now = time.time()

@@ -1,4 +1,4 @@
-"""``demo``: the embedded stack, a bootstrap model, featurizer and scorer, a few thousand events."""
+"""``demo``: a local stack, a bootstrap model, featurizer and scorer, a few thousand events."""
 
 from __future__ import annotations
 
@@ -23,7 +23,11 @@ DRAIN_TIMEOUT_S = 90.0
 
 
 def register(commands: Any) -> None:
-    demo = commands.add_parser("demo", help="the whole path on the embedded stack, then a summary")
+    demo = commands.add_parser(
+        "demo",
+        help="the whole path on a fresh local stack (Apache Kafka when a JDK is found), then a "
+        "summary",
+    )
     demo.add_argument("--count", type=int, default=3000, help="transactions to publish")
     demo.add_argument("--rate", type=float, default=200.0, help="events per second")
     demo.set_defaults(handler=cmd_demo)
@@ -38,10 +42,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     home = base.home / "demo"
     shutil.rmtree(home, ignore_errors=True)
     settings = base.model_copy(update={"home": home})
-    step("starting the embedded broker and Redis")
+    step("starting a broker and Redis (the first run fetches Apache Kafka's jars)")
     services: list[ServiceProcess] = []
     try:
-        with local.running_stack(settings) as stack:
+        with local.running_servers(settings) as (stack, state):
+            step(f"broker: {state.broker} at {state.kafka_bootstrap}")
             try:
                 return _run(args, stack, services)
             finally:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer
 
-from services.core.kafka import consumer_config
+from services.core.kafka import consume_batch, consumer_config
 from services.core.serde import Codec, Record
 from services.core.settings import StackSettings
 
@@ -34,7 +34,8 @@ class Collector:
 
     def _read(self) -> None:
         while not self._stopped.is_set():
-            messages = self._consumer.consume(1000, 0.01)
+            # Stamped when the first record comes in, not at the end of a fill window.
+            messages = consume_batch(self._consumer, 1000, 0.0)
             received = time.time() * 1000
             values = [m.value() for m in messages if m.error() is None]
             decoded = [self._codec.decode(v) for v in values if v is not None]

@@ -95,7 +95,7 @@ class Featurizer(StoppableLoop):
             on_lost=self._on_lost,
         )
         log.info("featurizer: consuming %s", ", ".join(self._routes))
-        wait_s = settings.featurizer_batch_wait_ms / 1000
+        wait_s = settings.batch_wait(settings.featurizer_batch_wait_ms) / 1000
         try:
             while self._running:
                 messages = consume_batch(self._consumer, settings.featurizer_batch_size, wait_s)

@@ -23,11 +23,12 @@ class FeaturizerSettings(StackSettings):
     featurizer_batch_size: int = Field(
         default=2000, ge=1, description="Most events per micro-batch"
     )
-    featurizer_batch_wait_ms: int = Field(
-        default=5,
+    featurizer_batch_wait_ms: int | None = Field(
+        default=None,
         ge=0,
-        description="Longest wait, from its first event, to fill a micro-batch (0: take only "
-        "what has already been fetched)",
+        description="Longest wait to fill a micro-batch (0: take only what has already been "
+        "fetched). Default: 0 on Kafka, where what arrives during one batch's commit is the "
+        "next batch; 5 on the embedded broker",
     )
     featurizer_restore_timeout_s: float = Field(
         default=120.0, gt=0, description="Longest a changelog restore may take before failing"

@@ -113,7 +113,7 @@ class Scorer(StoppableLoop):
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
-        wait_s = self._settings.scorer_batch_wait_ms / 1000
+        wait_s = self._settings.batch_wait(self._settings.scorer_batch_wait_ms) / 1000
         log.info("scorer for %s: consuming %s", self._domain.name, self._topics.features)
         try:
             while self._running:

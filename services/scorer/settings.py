@@ -14,11 +14,11 @@ class ScorerSettings(StackSettings):
         "scorers of one domain that should share the work share it",
     )
     scorer_batch_size: int = Field(default=500, ge=1, description="Most events per micro-batch")
-    scorer_batch_wait_ms: int = Field(
-        default=5,
+    scorer_batch_wait_ms: int | None = Field(
+        default=None,
         ge=0,
-        description="Longest wait, from its first event, to fill a batch (0: take only what "
-        "has already been fetched)",
+        description="Longest wait to fill a batch (0: take only what has already been "
+        "fetched). Default: 0 on Kafka, 5 on the embedded broker",
     )
     scorer_threshold: float = Field(
         default=0.5, ge=0.0, le=1.0, description="decision = score >= this"

@@ -7,6 +7,7 @@ one line what is lost when it falls back to the embedded broker.
 from __future__ import annotations
 
 import logging
+import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ def start_broker(
         size=brokers,
         partitions=settings.topic_partitions,
         heap_mb=settings.kafka_heap_mb,
+        jvm_options=tuple(shlex.split(settings.kafka_jvm_options)),
         first_port=port,
     )
     cluster = start_cluster(request, distribution, detach=detach)

@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from services.core.errors import ConfigError
 from services.core.settings import (
+    EMBEDDED_BATCH_WAIT_MS,
     EMBEDDED_FETCH_WAIT_MS,
     EMBEDDED_SESSION_TIMEOUT_MS,
     KAFKA_FETCH_WAIT_MS,
@@ -188,3 +189,11 @@ def test_child_services_get_the_fetch_wait_and_session_timeout_their_parent_chos
     assert env["STREAMML_SESSION_TIMEOUT_MS"] == "9000"
     defaults = service_env(chosen.model_copy(update={"fetch_wait_ms": None}))
     assert "STREAMML_FETCH_WAIT_MS" not in defaults  # the child picks its own default
+
+
+def test_micro_batches_wait_only_on_the_embedded_broker_unless_configured() -> None:
+    kafka = StackSettings(kafka_bootstrap="127.0.0.1:1", embedded=False)
+    embedded = StackSettings(kafka_bootstrap="127.0.0.1:1", embedded=True)
+    assert kafka.batch_wait(None) == 0
+    assert embedded.batch_wait(None) == EMBEDDED_BATCH_WAIT_MS > 0
+    assert kafka.batch_wait(7) == embedded.batch_wait(7) == 7

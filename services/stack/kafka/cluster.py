@@ -54,6 +54,7 @@ class ClusterRequest:
     size: int
     partitions: int
     heap_mb: int
+    jvm_options: tuple[str, ...] = ()
     first_port: int | None = None
 
 
@@ -94,6 +95,7 @@ def start_cluster(
             argv = [
                 distribution.java,
                 *jvm_options(request.heap_mb, logs, log4j),
+                *request.jvm_options,
                 "-cp",
                 distribution.classpath,
                 "kafka.Kafka",
