@@ -65,8 +65,20 @@ def partition_count(settings: StackSettings, topic: str) -> int:
     return len(found.partitions)
 
 
+def client_config(settings: StackSettings) -> dict[str, Any]:
+    """What every client of the cluster needs: where it is, and how to reach it (SASL, TLS:
+    ``STREAMML_KAFKA_CLIENT_CONFIG``, librdkafka's own names)."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap,
+        **settings.kafka_client_config,
+    }
+    if settings.kafka_debug:
+        config["debug"] = settings.kafka_debug
+    return config
+
+
 def admin_client(settings: StackSettings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.bootstrap})
+    return AdminClient(client_config(settings))
 
 
 def create_topics(settings: StackSettings, specs: Iterable[TopicSpec]) -> list[str]:
@@ -103,7 +115,7 @@ def create_topics(settings: StackSettings, specs: Iterable[TopicSpec]) -> list[s
 
 def consumer_config(settings: StackSettings, group_id: str | None, **extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap,
+        **client_config(settings),
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
@@ -116,8 +128,6 @@ def consumer_config(settings: StackSettings, group_id: str | None, **extra: Any)
         config["group.id"] = group_id
     else:
         config["group.id"] = "streamml-unassigned"  # librdkafka wants one even for assign()
-    if settings.kafka_debug:
-        config["debug"] = settings.kafka_debug
     config.update(extra)
     return config
 
@@ -172,13 +182,11 @@ def quiet_poll_s(config: Mapping[str, Any]) -> float:
 
 def producer_config(settings: StackSettings, **extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap,
+        **client_config(settings),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 2,
         "compression.type": "none",
     }
-    if settings.kafka_debug:
-        config["debug"] = settings.kafka_debug
     config.update(extra)
     return config

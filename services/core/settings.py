@@ -105,6 +105,12 @@ class StackSettings(BaseSettings):
     )
     session_timeout_ms: int | None = Field(default=None, ge=1_000)
     fetch_wait_ms: int | None = Field(default=None, ge=0)
+    kafka_client_config: dict[str, str] = Field(
+        default_factory=dict,
+        repr=False,  # may hold sasl.password
+        description="More librdkafka settings for every Kafka client, by their librdkafka "
+        'names, as JSON: {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", ...}',
+    )
     kafka_debug: str | None = Field(
         default=None, description="librdkafka debug contexts for every client, e.g. cgrp,eos"
     )

@@ -197,3 +197,27 @@ def test_micro_batches_wait_only_on_the_embedded_broker_unless_configured() -> N
     assert kafka.batch_wait(None) == 0
     assert embedded.batch_wait(None) == EMBEDDED_BATCH_WAIT_MS > 0
     assert kafka.batch_wait(7) == embedded.batch_wait(7) == 7
+
+
+def test_sasl_and_tls_settings_reach_every_client_by_their_librdkafka_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.core.kafka import client_config, consumer_config, producer_config
+
+    monkeypatch.setenv("STREAMML_KAFKA_BOOTSTRAP", "kafka.example:9093")
+    monkeypatch.setenv(
+        "STREAMML_KAFKA_CLIENT_CONFIG",
+        '{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", '
+        '"sasl.username": "svc", "sasl.password": "hunter2", "ssl.ca.location": "/ca.pem"}',
+    )
+    settings = StackSettings()
+    for config in (
+        client_config(settings),
+        consumer_config(settings, "g"),
+        producer_config(settings),
+    ):
+        assert config["security.protocol"] == "SASL_SSL"
+        assert config["sasl.password"] == "hunter2"
+        assert config["ssl.ca.location"] == "/ca.pem"
+        assert config["bootstrap.servers"] == "kafka.example:9093"
+    assert "hunter2" not in repr(settings)
