@@ -31,7 +31,7 @@ integration: $(STAMP)
 	$(BIN)/pytest tests/integration
 
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
 
 clean:
 	rm -rf $(VENV) .streamml .mypy_cache .ruff_cache .pytest_cache

@@ -114,6 +114,7 @@ class SystemResult:
     steps: list[StepResult] = field(default_factory=list)
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)  # what --set gave our services
+    broker: str = ""  # what the system ran on, as `streamml up` names it
 
     @property
     def sustained_per_s(self) -> float:
@@ -205,7 +206,7 @@ def _run_system(
             "broker": next(iter(state.broker_pids), 0),
             "redis": state.redis_pid or 0,
         }
-        result = SystemResult(name, cards, settings.topic_partitions)
+        result = SystemResult(name, cards, settings.topic_partitions, broker=state.broker)
         if name == "streamml":
             result.settings = dict(service_settings)
         try:

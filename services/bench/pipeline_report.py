@@ -40,7 +40,8 @@ def table(results: Sequence[SystemResult]) -> str:
         rss = ", ".join(f"{n} {m:g}" for n, m in sorted(result.peak_rss_mib.items()))
         lines.append(
             f"- **{result.system}**: sustained {result.sustained_per_s:,.0f} events/s "
-            f"({result.cards:,} cards, {result.partitions} partitions); peak RSS MiB: {rss}."
+            f"({result.cards:,} cards, {result.partitions} partitions, on "
+            f"{result.broker or 'an unnamed broker'}); peak RSS MiB: {rss}."
         )
     ratio = throughput_ratio(results)
     if ratio is not None:

@@ -1,4 +1,5 @@
-"""Session fixtures: a real embedded broker and a real Redis on free ports, and the services."""
+"""Session fixtures: a real Apache Kafka node (the embedded broker without a JDK) and a real
+Redis on free ports, and the services."""
 
 from __future__ import annotations
 
@@ -27,10 +28,10 @@ def logs_dir(stack: StackSettings) -> Path:
     return path
 
 
-# Tests that write thousands of small batches to the shared topics run last. The embedded broker
-# keeps every stored batch and lists all of a partition's in each fetch (docs/operations.md), so
-# what they leave slows every later reader of those topics: run after them, the offline-store
-# test took 34 s instead of 2.
+# Tests that write thousands of small batches to the shared topics run last. On the embedded broker
+# (the fallback without a JDK) that matters: it keeps every stored batch and lists all of a
+# partition's in each fetch (docs/operations.md), so run after them, the offline-store test took
+# 34 s instead of 2.
 WRITE_HEAVY_MODULES = ("test_featurizer_recovery.py", "test_scorer_recovery.py")
 
 

@@ -59,7 +59,9 @@ def test_step_arrivals_count_missing_and_duplicated_events() -> None:
 
 
 def test_sustained_throughput_is_the_best_kept_up_step_and_the_ratio_uses_it() -> None:
-    ours = SystemResult("streamml", 10_000, 4, [step(1_000, 990, kept_up=True)])
+    ours = SystemResult(
+        "streamml", 10_000, 4, [step(1_000, 990, kept_up=True)], broker="Apache Kafka 4.4.0"
+    )
     ours.steps.append(step(8_000, 7_900, kept_up=True))
     ours.steps.append(step(12_000, 9_000, kept_up=False))  # fell behind: not sustained
     peer = SystemResult("peer", 10_000, 4, [step(100, 99, kept_up=True)])
@@ -70,6 +72,7 @@ def test_sustained_throughput_is_the_best_kept_up_step_and_the_ratio_uses_it() -
     assert "| streamml | 12,000 | 9,000 | no |" in text
     assert "streamml sustains 79.8 times the peer's throughput" in text
     assert "| scorer 40 x 25.5, 18.2 ms |" in text
+    assert "4 partitions, on Apache Kafka 4.4.0)" in text
 
 
 def test_the_docs_section_is_replaced_between_its_markers_and_nothing_else(tmp_path: Path) -> None:

@@ -130,3 +130,8 @@ def test_a_cached_classpath_counts_only_while_every_jar_is_there(tmp_path: Path)
 
 def test_the_pinned_version_is_a_kafka_4() -> None:
     assert pinned_version().startswith("4.")
+
+
+def test_compose_runs_the_kafka_version_that_streamml_up_runs() -> None:
+    compose = Path(__file__).resolve().parents[2] / "compose" / "docker-compose.yml"
+    assert f"image: apache/kafka:{pinned_version()}\n" in compose.read_text()
