@@ -9,13 +9,22 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from pydantic import SecretStr
 
+from services.core.domains import load_domain
+from services.core.schemas import SchemaStore
+from services.core.serde import CodecFactory
+from services.core.settings import StackSettings
+from services.demo.pipeline import ServiceProcess, service_env
+from services.producer.publish import publish_synthetic
 from services.stack.processes import LOOPBACK
-from tests.integration.helpers import read_env, streamml
+from tests.integration.helpers import TopicReader, read_env, streamml
+from tests.outside import OutsideCodec
 
 pytestmark = pytest.mark.integration
 
 TOPIC = "payments.outcomes"
+PREDICTIONS = OutsideCodec("payments.predictions.avsc")
 
 
 def produce_one(bootstrap: str, value: bytes) -> None:
@@ -146,9 +155,11 @@ def test_data_of_another_broker_kind_or_size_is_refused_with_the_way_out(tmp_pat
     assert "1-node Kafka cluster, not 3" in bigger.stderr and "--wipe" in bigger.stderr
 
 
-def test_the_embedded_broker_is_the_fallback_without_a_jdk_and_says_what_it_cannot_do(
+def test_the_embedded_broker_is_the_fallback_without_a_jdk_and_still_runs_the_pipeline(
     tmp_path: Path,
 ) -> None:
+    """The smoke test that keeps the embedded broker working: `up` without a JDK, then a few
+    transactions through the real featurizer and scorer, each predicted once."""
     home = tmp_path / "state"
     result = streamml(home, "up", "--detach", extra={"JAVA_HOME": str(tmp_path / "no-jdk")})
     assert result.returncode == 0, result.stderr
@@ -160,5 +171,38 @@ def test_the_embedded_broker_is_the_fallback_without_a_jdk_and_says_what_it_cann
         bootstrap = env["STREAMML_KAFKA_BOOTSTRAP"]
         produce_one(bootstrap, b"on the embedded broker")
         assert read_all(bootstrap, seconds=10.0) == [b"on the embedded broker"]
+        settings = StackSettings(
+            home=home,
+            kafka_bootstrap=bootstrap,
+            redis_url=SecretStr(env["STREAMML_REDIS_URL"]),
+            embedded=True,
+        )
+        assert_pipeline_predicts_once(settings)
     finally:
         down(home)
+
+
+def assert_pipeline_predicts_once(settings: StackSettings) -> None:
+    payments = load_domain(settings.features_dir, "payments")
+    codec = CodecFactory(SchemaStore.from_dir(settings.schemas_dir)).for_topic(
+        payments.topics.events
+    )
+    services = [
+        ServiceProcess(name, service_env(settings), settings.home / "logs" / f"{name}.log")
+        for name in ("featurizer", "scorer")
+    ]
+    reader = TopicReader(settings, payments.topics.predictions)
+    try:
+        sent = set(publish_synthetic(settings, payments, codec, count=20, rate=20, seed=3))
+        reader.read_until(lambda values: sent <= predicted(values), 120)
+        reader.settle(2.0)
+        got = [str(PREDICTIONS.decode(v)["event_id"]) for v in reader.values]
+        assert sorted(got) == sorted(sent)
+    finally:
+        reader.close()
+        for service in services:
+            assert service.stop() == 0, service.log_path
+
+
+def predicted(values: list[bytes]) -> set[str]:
+    return {str(PREDICTIONS.decode(v)["event_id"]) for v in values}
