@@ -9,6 +9,7 @@ import pytest
 from services.core.errors import StackError
 from services.core.settings import StackSettings
 from services.stack.brokers import choose_broker
+from services.stack.kafka.cluster import new_cluster_id
 from services.stack.kafka.config import (
     ClusterLayout,
     KafkaNode,
@@ -135,3 +136,9 @@ def test_the_pinned_version_is_a_kafka_4() -> None:
 def test_compose_runs_the_kafka_version_that_streamml_up_runs() -> None:
     compose = Path(__file__).resolve().parents[2] / "compose" / "docker-compose.yml"
     assert f"image: apache/kafka:{pinned_version()}\n" in compose.read_text()
+
+
+def test_cluster_ids_are_kafka_shaped_and_never_look_like_an_option() -> None:
+    ids = [new_cluster_id() for _ in range(5_000)]  # about 78 would begin with "-" by chance
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)

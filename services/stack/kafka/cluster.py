@@ -139,10 +139,20 @@ def _cluster_id(home: Path, size: int) -> str:
                 "`streamml down --wipe` to delete that data and start anew"
             )
         return str(existing["cluster_id"])
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"cluster_id": cluster_id, "nodes": size}))
     return cluster_id
+
+
+def new_cluster_id() -> str:
+    """A random id as Kafka writes one (22 url-safe base64 characters); like Kafka's own
+    ``Uuid.randomUuid``, never one that begins with "-", which the storage tool's command line
+    would take for an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _nodes(request: ClusterRequest) -> tuple[KafkaNode, ...]:
