@@ -74,7 +74,7 @@ def test_every_topic_is_replicated_three_times_with_two_in_sync_required(
         assert future.result(15)["min.insync.replicas"].value == "2", resource
 
 
-# Known defect, issue 13 stays open for it: in 3 of the 5 runs made so far, when the
+# Known defect, issue 13 stays open for it: in 3 of the 6 runs made so far, when the
 # killed broker was the group coordinator, the featurizer's `send_offsets_to_transaction`
 # stays blocked on the dead coordinator far past its 30 s timeout (librdkafka keeps retrying the
 # cached coordinator; py-spy showed the call still waiting minutes later), so the stream stops
