@@ -2,8 +2,8 @@
 
 A background thread reads all the time and stamps each batch of records with its receipt
 time (the batch is what had arrived with its first record), so latency is receipt minus the
-event's own ``event_time`` (its due time, set by the
-load generator). Records of other runs are skipped by their event ids.
+event's own ``event_time`` (its due time, set by the load generator). Records of other runs
+are skipped by their event ids.
 """
 
 from __future__ import annotations

@@ -15,8 +15,6 @@ from services.core.errors import StackError
 from services.core.kafka import create_topics, topic_specs
 from services.core.settings import StackSettings, load_settings
 from services.stack import local
-from services.stack.kafka.cluster import forget_pids
-from services.stack.processes import stop_processes
 
 
 def register(commands: Any) -> None:
@@ -91,8 +89,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         local.prepare(local.connected(settings, state))
         env_path = local.write_state(settings, state)
     except BaseException:
-        stop_processes(processes, local.KAFKA_STOP_TIMEOUT_S)
-        forget_pids(settings.home)
+        local.stop_started(settings.home, processes)
         raise
     print(f"broker {state.broker}\nKafka  {state.kafka_bootstrap}")
     print(f"Redis  {state.redis_url}\nwrote  {env_path}")

@@ -18,7 +18,7 @@ from services.core.settings import StackSettings
 from services.stack import tansu
 from services.stack.kafka.cluster import ClusterRequest, kafka_data_dir, start_cluster
 from services.stack.kafka.distribution import JAVA_MIN_MAJOR, find_java, java_major, resolve
-from services.stack.processes import LOOPBACK, ensure_port_free, free_port
+from services.stack.processes import LOOPBACK, port_for
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,7 @@ def _start_embedded(
             "STREAMML_BROKER=kafka or auto)"
         )
     _refuse_kafka_data(settings.home)
-    if port is None:
-        port = free_port()
-    else:
-        ensure_port_free(port, "broker")
+    port = port_for(port, "broker")
     process = tansu.start_broker(port, settings.home / "logs" / "broker.log", detach=detach)
     description = "the embedded broker (Tansu; memory only, one node)"
     return StartedBroker(f"{LOOPBACK}:{port}", (process,), description, True)

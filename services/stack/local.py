@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -24,13 +23,7 @@ from services.core.kafka import create_topics, topic_specs
 from services.core.settings import ENV_PREFIX, STACK_ENV_FILE, StackSettings
 from services.stack.brokers import start_broker
 from services.stack.kafka.cluster import KAFKA_DIR, PID_DIR, forget_pids
-from services.stack.processes import (
-    LOOPBACK,
-    ensure_port_free,
-    free_port,
-    stop_pids,
-    stop_processes,
-)
+from services.stack.processes import LOOPBACK, alive, port_for, stop_pids, stop_processes
 from services.stack.redis_server import REDIS_DIR, start_redis
 
 log = logging.getLogger(__name__)
@@ -80,7 +73,7 @@ def start_servers(
         redis_url, redis_pid = settings.redis_url, None
         url = redis_url.get_secret_value() if redis_url else None
         if not url:
-            port = _port(redis_port, "Redis")
+            port = port_for(redis_port, "Redis")
             server = start_redis(port, settings.home / REDIS_DIR, logs / "redis.log", detach=detach)
             started.append(server)
             url, redis_pid = f"redis://{LOOPBACK}:{port}/0", server.pid
@@ -109,8 +102,13 @@ def running_servers(
         prepare(connected_settings)
         yield connected_settings, state
     finally:
-        stop_processes(processes, KAFKA_STOP_TIMEOUT_S)
-        forget_pids(settings.home)
+        stop_started(settings.home, processes)
+
+
+def stop_started(home: Path, processes: list[subprocess.Popen[bytes]]) -> None:
+    """Stops servers this process started (and still holds) and forgets their pid files."""
+    stop_processes(processes, KAFKA_STOP_TIMEOUT_S)
+    forget_pids(home)
 
 
 def import_feast() -> None:
@@ -166,7 +164,7 @@ def read_state(home: Path) -> StackState | None:
 
 
 def running(state: StackState) -> bool:
-    return any(_alive(pid) for pid in state.pids)
+    return any(alive(pid) for pid in state.pids)
 
 
 def stop(home: Path, *, wipe: bool = False) -> StackState | None:
@@ -186,20 +184,3 @@ def stop(home: Path, *, wipe: bool = False) -> StackState | None:
         for name in WIPED:
             shutil.rmtree(home / name, ignore_errors=True)
     return state
-
-
-def _port(requested: int | None, what: str) -> int:
-    if requested is None:
-        return free_port()
-    ensure_port_free(requested, what)
-    return requested
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -25,6 +25,14 @@ def free_port() -> int:
         return port
 
 
+def port_for(requested: int | None, what: str) -> int:
+    """The port asked for, once it is known to be free, else a free one."""
+    if requested is None:
+        return free_port()
+    ensure_port_free(requested, what)
+    return requested
+
+
 def ensure_port_free(port: int, what: str) -> None:
     with socket.socket() as sock:
         try:
@@ -103,17 +111,18 @@ def stop_pid(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> bool:
         return True
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not alive(pid):
             return True
         time.sleep(0.05)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return True
-    return not _alive(pid)
+    return not alive(pid)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether the process runs (a child of ours that has exited is reaped here)."""
     try:
         finished, _ = os.waitpid(pid, os.WNOHANG)
         if finished == pid:
@@ -124,6 +133,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except PermissionError:
+        return True  # someone else's process holds the pid
     return True
 
 
@@ -143,7 +154,7 @@ def stop_pids(pids: Sequence[int], timeout_s: float = STOP_TIMEOUT_S) -> list[in
         except ProcessLookupError:
             continue
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
         time.sleep(0.05)
     return [pid for pid in pids if not stop_pid(pid, timeout_s=0.0)]
 

@@ -31,8 +31,8 @@ from services.stack.kafka.distribution import KafkaDistribution
 from services.stack.processes import (
     Watched,
     accepts_connections,
-    ensure_port_free,
     free_port,
+    port_for,
     spawn,
     stop_processes,
     tail,
@@ -158,11 +158,7 @@ def new_cluster_id() -> str:
 def _nodes(request: ClusterRequest) -> tuple[KafkaNode, ...]:
     nodes = []
     for node_id in range(1, request.size + 1):
-        if node_id == 1 and request.first_port is not None:
-            ensure_port_free(request.first_port, "broker")
-            broker = request.first_port
-        else:
-            broker = free_port()
+        broker = port_for(request.first_port if node_id == 1 else None, "broker")
         directory = kafka_data_dir(request.home) / f"node-{node_id}"
         nodes.append(KafkaNode(node_id, NodePorts(broker, free_port()), directory))
     return tuple(nodes)

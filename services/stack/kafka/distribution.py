@@ -7,6 +7,7 @@ pom's content, so a changed pom is fetched anew and an unchanged one never runs 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import shutil
@@ -48,8 +49,10 @@ def find_java(java_home: Path | None) -> str | None:
     return shutil.which("java")
 
 
+@functools.cache
 def java_major(java: str) -> int:
-    """The major version ``java -version`` reports (17 for "17.0.15", 8 for "1.8.0_402")."""
+    """The major version ``java -version`` reports (17 for "17.0.15", 8 for "1.8.0_402");
+    asked once per binary (choosing the broker and starting it both need it)."""
     try:
         result = subprocess.run(
             [java, "-version"], capture_output=True, text=True, timeout=30, check=False
