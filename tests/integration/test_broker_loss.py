@@ -74,16 +74,6 @@ def test_every_topic_is_replicated_three_times_with_two_in_sync_required(
         assert future.result(15)["min.insync.replicas"].value == "2", resource
 
 
-# Known defect, issue 13 stays open for it: in 3 of the 6 runs made so far, when the
-# killed broker was the group coordinator, the featurizer's `send_offsets_to_transaction`
-# stays blocked on the dead coordinator far past its 30 s timeout (librdkafka keeps retrying the
-# cached coordinator; py-spy showed the call still waiting minutes later), so the stream stops
-# while the cluster itself has new leaders everywhere. Not strict: when the coordinator survives,
-# the test passes, and it then checks everything it asserts.
-@pytest.mark.xfail(
-    reason="a transaction can hang on the killed group coordinator (librdkafka); see above",
-    strict=False,
-)
 def test_a_broker_killed_mid_stream_loses_and_doubles_no_prediction(
     cluster: StackSettings,
 ) -> None:
@@ -121,11 +111,22 @@ def test_a_broker_killed_mid_stream_loses_and_doubles_no_prediction(
         counts = Counter(PREDICTIONS.decode(v)["event_id"] for v in reader.values)
         missing = wanted - set(counts)
         doubled = {e: n for e, n in counts.items() if n > 1}
-        assert not missing, f"{len(missing)} of {len(wanted)} transactions got no prediction"
         assert not doubled, f"{len(doubled)} predictions doubled"
         assert leader_of(cluster, payments.topics.predictions, 0) != victim
         for service in services:
             assert service.process.poll() is None, f"{service.name} stopped: {service.log_path}"
+        if missing:
+            # Known defect, the reason issue 13 stays open: when the killed broker was the
+            # consumer group's coordinator, the featurizer's send_offsets_to_transaction can stay
+            # blocked on it far past its 30 s timeout (librdkafka waits for the cached coordinator
+            # to come back; py-spy showed the call still waiting minutes later), so the stream
+            # stops while the cluster has new leaders everywhere. Seen in 3 of 7 runs. Everything
+            # above (no doubles, a new leader, the services alive) still holds then, and is
+            # asserted; only the missing predictions are this defect.
+            pytest.xfail(
+                f"{len(missing)} of {len(wanted)} transactions got no prediction: a transaction "
+                "hung on the killed group coordinator (known defect, issue 13)"
+            )
     finally:
         reader.close()
         for service in services:
