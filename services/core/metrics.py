@@ -24,12 +24,14 @@ FEATURIZER_ONLINE_WRITE_SECONDS = "featurizer_online_write_seconds"
 FEATURIZER_LAG_SECONDS = "featurizer_event_lag_seconds"
 FEATURIZER_BATCH_SIZE = "featurizer_batch_size"
 FEATURIZER_COMMIT_SECONDS = "featurizer_commit_seconds"
+FEATURIZER_RECOVERIES = "featurizer_transaction_recoveries"  # _total
 
 SCORER_PREDICTIONS = "scorer_predictions"  # _total, by model_version and served_by
 SCORER_BATCH_SIZE = "scorer_batch_size"
 SCORER_INFERENCE_SECONDS = "scorer_inference_seconds"
 SCORER_END_TO_END_SECONDS = "scorer_end_to_end_seconds"
 SCORER_COMMIT_SECONDS = "scorer_commit_seconds"
+SCORER_RECOVERIES = "scorer_transaction_recoveries"  # _total
 SCORER_DLQ = "scorer_dlq"  # _total, by reason
 SCORER_DUPLICATES = "scorer_duplicates"  # _total
 SCORER_MODEL_LOADS = "scorer_model_loads"  # _total, by outcome

@@ -23,6 +23,7 @@ class FeaturizerMetrics:
     write_seconds: Histogram
     batch_size: Histogram
     commit_seconds: Histogram
+    recoveries: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> FeaturizerMetrics:
@@ -86,5 +87,10 @@ class FeaturizerMetrics:
                 "Committing a micro-batch's transaction (its offsets, then the commit), after "
                 "its records were handed to the producer",
                 buckets=names.LATENCY_BUCKETS,
+            ),
+            recoveries=make.counter(
+                names.FEATURIZER_RECOVERIES,
+                "Micro-batches whose transaction failed (a broker or coordinator lost): the "
+                "featurizer rewound to the last commit and rebuilt its state, without a restart",
             ),
         )

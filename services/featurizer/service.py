@@ -34,7 +34,7 @@ from services.core.kafka import (
 )
 from services.core.lifecycle import StoppableLoop
 from services.core.serde import CodecFactory
-from services.core.transactions import TransactionalProducer
+from services.core.transactions import TransactionalProducer, TransactionFailed
 from services.features.redis_layout import layout_for, view_layouts
 from services.featurizer.metrics import FeaturizerMetrics
 from services.featurizer.online import OnlineBuffer, OnlineWriter
@@ -100,7 +100,10 @@ class Featurizer(StoppableLoop):
             while self._running:
                 messages = consume_batch(self._consumer, settings.featurizer_batch_size, wait_s)
                 if messages:
-                    self._process(messages)
+                    try:
+                        self._process(messages)
+                    except TransactionFailed as failure:
+                        self._recover(failure)
         finally:
             self._consumer.close()
             self._producer.flush()
@@ -119,8 +122,9 @@ class Featurizer(StoppableLoop):
             offsets[(topic, message.partition())] = message.offset() + 1
         if not offsets:
             return
-        # A batch that does not commit leaves the in-memory state ahead of the changelog: the
-        # error stops the process, and its restart restores the state as of the last commit.
+        # A batch that does not commit leaves the in-memory state ahead of the changelog: a
+        # failed transaction is recovered from (_recover), any other error stops the process,
+        # and its restart restores the state as of the last commit.
         with self._producer.batch(TopicPartition(t, p, o) for (t, p), o in offsets.items()):
             for topic, batch in by_topic.items():
                 self._routes[topic].handle(batch, self._online)
@@ -154,18 +158,45 @@ class Featurizer(StoppableLoop):
         self._metrics.write_seconds.observe(time.perf_counter() - started)
         self._metrics.write_rows.observe(rows)
 
+    def _recover(self, failure: TransactionFailed) -> None:
+        """The failed batch's changes are in memory only: every owned partition's windows are
+        restored as of the committed offsets the consumer is rewound to."""
+        log.warning("%s; restoring the state of the last commit and consuming from there", failure)
+        self._metrics.recoveries.inc()
+        self._producer.recover(self._restore_rewound, lambda: self._running)
+
+    def _restore_rewound(self, rewound: list[TopicPartition]) -> None:
+        self._online.take()  # rows of the failed batch; its second run computes them again
+        committed = {
+            (tp.topic, tp.partition): tp.offset if tp.offset >= 0 else None for tp in rewound
+        }
+        started = time.perf_counter()
+        self._restore(committed)
+        log.info("restored %d partitions in %.2f s", len(committed), time.perf_counter() - started)
+
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assigned = {(tp.topic, tp.partition) for tp in partitions}
         kept = assigned & self._parked
         for topic, number in self._parked - assigned:
             self._routes[topic].table.drop(number)
         self._parked.clear()
+        started = time.perf_counter()
+        self._restore(self._committed(assigned - kept))
+        log.info(
+            "assigned %d partitions (%d kept, %d restored in %.2f s)",
+            len(assigned),
+            len(kept),
+            len(assigned - kept),
+            time.perf_counter() - started,
+        )
+
+    def _restore(self, committed: dict[tuple[str, int], int | None]) -> None:
+        """Rebuilds the windows of the given source partitions from their changelogs, as of
+        the given committed offsets (None: nothing committed yet)."""
         to_restore = {
             (self._routes[topic].table.topic, number): self._routes[topic]
-            for topic, number in assigned - kept
+            for topic, number in committed
         }
-        started = time.perf_counter()
-        committed = self._committed(assigned - kept)
         changelogs = read_changelogs(
             self._settings, to_restore, self._settings.featurizer_restore_timeout_s
         )
@@ -182,13 +213,6 @@ class Featurizer(StoppableLoop):
                     number,
                     restored.ignored,
                 )
-        log.info(
-            "assigned %d partitions (%d kept, %d restored in %.2f s)",
-            len(assigned),
-            len(kept),
-            len(to_restore),
-            time.perf_counter() - started,
-        )
 
     def _committed(self, partitions: set[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
         """The group's committed offset of each source partition (None: none yet)."""

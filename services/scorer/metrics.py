@@ -23,6 +23,7 @@ class ScorerMetrics:
     outcomes: Counter
     snapshots: Counter
     lag: Gauge
+    recoveries: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ScorerMetrics:
@@ -92,5 +93,11 @@ class ScorerMetrics:
                 names.SCORER_LAG,
                 "Feature records not yet consumed, per partition (from the last fetch)",
                 ["domain", "partition"],
+            ),
+            recoveries=make.counter(
+                names.SCORER_RECOVERIES,
+                "Micro-batches whose transaction failed (a broker or coordinator lost): the "
+                "scorer rewound to the last commit and scored them again, without a restart",
+                ["domain"],
             ),
         )

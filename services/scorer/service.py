@@ -22,7 +22,7 @@ from services.core.kafka import consume_batch, consumer_config, producer_config
 from services.core.lifecycle import StoppableLoop
 from services.core.modelstore import ModelStore
 from services.core.serde import CodecFactory
-from services.core.transactions import TransactionalProducer, next_offsets
+from services.core.transactions import TransactionalProducer, TransactionFailed, next_offsets
 from services.scorer.batch import BatchResult, BatchScorer, Incoming, ModelCaller, VectorScorer
 from services.scorer.dedup import RecentIds, recent_predictions_for
 from services.scorer.follower import RegistryFollower
@@ -124,11 +124,23 @@ class Scorer(StoppableLoop):
                 messages = consume_batch(self._consumer, self._settings.scorer_batch_size, wait_s)
                 batch = [self._incoming(m) for m in messages if m.error() is None]
                 if batch:
-                    self._score_and_commit(batch)
+                    try:
+                        self._score_and_commit(batch)
+                    except TransactionFailed as failure:
+                        self._recover(failure)
+                        continue
                     self._observe_lag(messages)
                 self._learning.poll()
         finally:
             self._close()
+
+    def _recover(self, failure: TransactionFailed) -> None:
+        """Nothing of the failed batch was committed: its predictions are unseen (what the
+        dedup remembers and online learning keeps is updated only after a commit), so
+        consuming it again from the committed offsets is all there is to do."""
+        log.warning("%s; scoring again from the last committed offsets", failure)
+        self._metrics.recoveries.labels(self._domain.name).inc()
+        self._producer.recover(lambda _rewound: None, lambda: self._running)
 
     def _observe_lag(self, messages: list[Any]) -> None:
         """Records behind the end, per partition, from the watermarks of the last fetch."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from services.core.deadletter import SourcePosition
 from services.core.domains import load_domain
@@ -421,3 +422,61 @@ def test_a_restore_reads_a_changelog_of_more_small_batches_than_one_short_fetch_
         assert stack.fetch_wait < HISTORY_FETCH_WAIT_MS  # the hot path's wait is the short one
     records = read_changelogs(stack, [(topic, 0)], timeout_s=60)[(topic, 0)]
     assert records == [(b"k%d" % i, b"v%d" % i) for i in range(batches)]
+
+
+def set_topic_config(stack: StackSettings, topic: str, name: str, value: str | None) -> None:
+    """Sets (or with None, deletes back to the broker's default) one config of a topic."""
+    operation = AlterConfigOpType.SET if value is not None else AlterConfigOpType.DELETE
+    entry = ConfigEntry(name, value or "", incremental_operation=operation)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[entry])
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap})  # alive until answered
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(15)
+
+
+def test_transactions_the_broker_refuses_are_recovered_from_without_a_restart(
+    stack: StackSettings, logs_dir: Path
+) -> None:
+    """While the features topic refuses every record (as a lost partition leader would), each
+    batch's transaction fails; the featurizer rewinds, restores its windows as of the last
+    commit, and tries again, in the same process. Once the topic takes records again every
+    vector is there once, with the values of an uninterrupted run."""
+    scenario = Scenario(stack, seed=23)
+    first, rest = scenario.events[: EVENTS // 3], scenario.events[EVENTS // 3 :]
+    port = free_port()
+    env = service_env(
+        stack,
+        {
+            "STREAMML_FEATURIZER_APP_ID": f"streamml-featurizer-refused-{uuid.uuid4().hex[:8]}",
+            "STREAMML_METRICS_PORT": str(port),
+        },
+    )
+    reader = TopicReader(stack, "payments.features")
+    featurizer = ServiceProcess("featurizer", env, logs_dir / "featurizer-refused.log")
+    recoveries = "streamml_featurizer_transaction_recoveries_total"
+    try:
+        scenario.publish(first)
+        first_ids = {str(e["event_id"]) for e in first}
+        reader.read_until(lambda values: first_ids <= set(scenario.published(values)), 120)
+        assert metric(port, recoveries, wait_s=30) == 0
+        # Too small for a batch of vectors (a vector is about 150 bytes), large enough for a
+        # transaction marker (78): the failed transactions' aborts must still get written.
+        set_topic_config(stack, "payments.features", "max.message.bytes", "150")
+        try:
+            scenario.publish(rest)
+            deadline = time.monotonic() + 60
+            while metric(port, recoveries) < 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            set_topic_config(stack, "payments.features", "max.message.bytes", None)
+        failed = metric(port, recoveries)
+        assert failed >= 3, "the refused records failed no transaction"
+        reader.read_until(scenario.complete, 180)
+        reader.settle(2.0)
+        merchants = scenario.await_merchant_rows(60)
+        assert featurizer.process.poll() is None, "the featurizer stopped"
+    finally:
+        assert featurizer.stop() == 0
+        reader.close()
+    scenario.assert_every_vector_as_uninterrupted(reader.values, once=True)
+    assert merchants == scenario.merchant_counts_expected()
