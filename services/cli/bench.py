@@ -94,6 +94,17 @@ def register(commands: Any) -> None:
     broker.add_argument("--seconds", type=float, default=5.0, help="length of each workload")
     broker.add_argument("--out", type=Path, default=Path(".streamml/bench/broker.json"))
     broker.set_defaults(handler=cmd_broker)
+    floor = targets.add_parser(
+        "floor",
+        help="the latency floor of two relays that do no work, exactly-once against "
+        "at-least-once: what no tuning of the services can take away",
+    )
+    floor.add_argument("--rate", type=float, default=1000.0, help="records/s")
+    floor.add_argument("--seconds", type=float, default=20.0, help="length of each run")
+    floor.add_argument("--warm-up-seconds", type=float, default=60.0)
+    floor.add_argument("--rounds", type=int, default=2, help="pairs of runs")
+    floor.add_argument("--out", type=Path, default=Path(".streamml/bench/floor.json"))
+    floor.set_defaults(handler=cmd_floor)
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
@@ -161,6 +172,21 @@ def cmd_broker(args: argparse.Namespace) -> int:
     result = broker.run(StackSettings(), seconds=args.seconds)
     report(result, args.out)
     print(broker.table(result))
+    return 0
+
+
+def cmd_floor(args: argparse.Namespace) -> int:
+    from services.bench import floor
+    from services.bench.output import report
+
+    result = floor.run(
+        StackSettings(),
+        rate=args.rate,
+        seconds=args.seconds,
+        warm_up_s=args.warm_up_seconds,
+        rounds=args.rounds,
+    )
+    report(result, args.out)
     return 0
 
 
