@@ -45,9 +45,9 @@ T = TypeVar("T")
 
 
 class TransactionFailed(StackError):
-    """A micro-batch's transaction did not commit. Nothing of it is visible to read_committed
-    consumers; the service recovers (``TransactionalProducer.recover``, then
-    ``rewind_to_committed``) and consumes the batch again."""
+    """A micro-batch's transaction was aborted, or its commit got no answer (then it may have
+    committed or not). Either way the committed offsets say where to resume: the service
+    recovers (``TransactionalProducer.recover``) and consumes from there again."""
 
 
 class CallTimedOut(TimeoutError):
@@ -165,7 +165,7 @@ class TransactionalProducer:
 
     def recover(
         self,
-        rebuild: Callable[[list[TopicPartition]], None],
+        rebuild: Callable[[Committed], None],
         keep_trying: Callable[[], bool],
     ) -> None:
         """After ``TransactionFailed``: rewinds the consumer to the committed offsets and calls
@@ -234,20 +234,23 @@ class TransactionalProducer:
             self._usable = False
 
 
-def rewind_to_committed(consumer: Consumer, timeout_s: float) -> list[TopicPartition]:
+Committed = dict[tuple[str, int], int | None]
+
+
+def rewind_to_committed(consumer: Consumer, timeout_s: float) -> Committed:
     """Seeks every assigned partition back to the group's committed offset (its beginning when
-    nothing is committed yet); returns the partitions with the offsets they now read from."""
+    nothing is committed yet); returns each (topic, partition)'s committed offset, None where
+    there is none."""
     assigned = consumer.assignment()
     if not assigned:
-        return []
-    committed = consumer.committed(assigned, timeout_s)
-    rewound = [
-        TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
-        for tp in committed
-    ]
-    for tp in rewound:
-        consumer.seek(tp)
-    return rewound
+        return {}
+    committed: Committed = {}
+    for tp in consumer.committed(assigned, timeout_s):
+        offset = tp.offset if tp.offset >= 0 else None
+        committed[(tp.topic, tp.partition)] = offset
+        target = OFFSET_BEGINNING if offset is None else offset
+        consumer.seek(TopicPartition(tp.topic, tp.partition, target))
+    return committed
 
 
 def next_offsets(positions: Iterable[tuple[str, int, int]]) -> list[TopicPartition]:

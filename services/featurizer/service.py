@@ -34,7 +34,7 @@ from services.core.kafka import (
 )
 from services.core.lifecycle import StoppableLoop
 from services.core.serde import CodecFactory
-from services.core.transactions import TransactionalProducer, TransactionFailed
+from services.core.transactions import Committed, TransactionalProducer, TransactionFailed
 from services.features.redis_layout import layout_for, view_layouts
 from services.featurizer.metrics import FeaturizerMetrics
 from services.featurizer.online import OnlineBuffer, OnlineWriter
@@ -165,11 +165,8 @@ class Featurizer(StoppableLoop):
         self._metrics.recoveries.inc()
         self._producer.recover(self._restore_rewound, lambda: self._running)
 
-    def _restore_rewound(self, rewound: list[TopicPartition]) -> None:
+    def _restore_rewound(self, committed: Committed) -> None:
         self._online.take()  # rows of the failed batch; its second run computes them again
-        committed = {
-            (tp.topic, tp.partition): tp.offset if tp.offset >= 0 else None for tp in rewound
-        }
         started = time.perf_counter()
         self._restore(committed)
         log.info("restored %d partitions in %.2f s", len(committed), time.perf_counter() - started)
@@ -190,7 +187,7 @@ class Featurizer(StoppableLoop):
             time.perf_counter() - started,
         )
 
-    def _restore(self, committed: dict[tuple[str, int], int | None]) -> None:
+    def _restore(self, committed: Committed) -> None:
         """Rebuilds the windows of the given source partitions from their changelogs, as of
         the given committed offsets (None: nothing committed yet)."""
         to_restore = {
@@ -214,7 +211,7 @@ class Featurizer(StoppableLoop):
                     restored.ignored,
                 )
 
-    def _committed(self, partitions: set[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+    def _committed(self, partitions: set[tuple[str, int]]) -> Committed:
         """The group's committed offset of each source partition (None: none yet)."""
         if not partitions:
             return {}

@@ -135,12 +135,12 @@ class Scorer(StoppableLoop):
             self._close()
 
     def _recover(self, failure: TransactionFailed) -> None:
-        """Nothing of the failed batch was committed: its predictions are unseen (what the
-        dedup remembers and online learning keeps is updated only after a commit), so
-        consuming it again from the committed offsets is all there is to do."""
+        """Consuming again from the committed offsets is all there is to do: what the dedup
+        remembers and online learning keeps changes only after a batch commits, and a batch
+        whose commit went through unanswered is past those offsets, not read again."""
         log.warning("%s; scoring again from the last committed offsets", failure)
         self._metrics.recoveries.labels(self._domain.name).inc()
-        self._producer.recover(lambda _rewound: None, lambda: self._running)
+        self._producer.recover(lambda _committed: None, lambda: self._running)
 
     def _observe_lag(self, messages: list[Any]) -> None:
         """Records behind the end, per partition, from the watermarks of the last fetch."""

@@ -39,7 +39,7 @@ def test_a_batch_whose_transaction_failed_runs_again_once(stack: StackSettings) 
     producer.init()
     consumer.subscribe([source])
     failures: list[TransactionFailed] = []
-    rewinds: list[dict[int, int]] = []
+    rewinds: list[dict[int, int | None]] = []
     consumed = 0
     deadline = time.monotonic() + 60
     try:
@@ -58,7 +58,7 @@ def test_a_batch_whose_transaction_failed_runs_again_once(stack: StackSettings) 
             except TransactionFailed as failure:
                 failures.append(failure)
                 producer.recover(
-                    lambda rewound: rewinds.append({tp.partition: tp.offset for tp in rewound}),
+                    lambda committed: rewinds.append({p: o for (_, p), o in committed.items()}),
                     lambda: True,
                 )
                 continue
