@@ -16,10 +16,10 @@ import statistics
 import struct
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer
 
 from services.bench.output import say
 from services.core.kafka import (
@@ -154,27 +154,46 @@ def _receive(reader: Consumer, latencies: list[float], wait_s: float, only: byte
 
 
 def _relay(settings: StackSettings, source: str, sink: str, exactly_once: bool, name: str) -> None:
+    """Copies ``source`` to ``sink`` a micro-batch at a time, until terminated."""
     consumer = Consumer(consumer_config(settings, f"floor-relay-{name}"))
     consumer.subscribe([source])
-    if exactly_once:
-        transactional = TransactionalProducer(
-            producer_config(settings, **{"transactional.id": f"floor-{name}", "linger.ms": 0}),
-            consumer,
-        )
-        transactional.init()
-        while True:
-            messages = [m for m in consume_batch(consumer, 1000, 0.0) if m.error() is None]
-            if messages:
-                offsets = next_offsets(
-                    (str(m.topic()), int(m.partition() or 0), int(m.offset() or 0))
-                    for m in messages
-                )
-                with transactional.batch(offsets):
-                    for m in messages:
-                        transactional.send(sink, m.key(), m.value())
-    plain: Any = Producer(producer_config(settings, **{"linger.ms": 0}))
+    publish = (
+        _transactional(settings, consumer, sink, name) if exactly_once else _plain(settings, sink)
+    )
     while True:
         messages = [m for m in consume_batch(consumer, 1000, 0.0) if m.error() is None]
+        if messages:
+            publish(messages)
+
+
+def _transactional(
+    settings: StackSettings, consumer: Consumer, sink: str, name: str
+) -> Callable[[list[Message]], None]:
+    """Each batch in a transaction with its offsets, as the featurizer and the scorer do."""
+    producer = TransactionalProducer(
+        producer_config(settings, **{"transactional.id": f"floor-{name}", "linger.ms": 0}),
+        consumer,
+    )
+    producer.init()
+
+    def publish(messages: list[Message]) -> None:
+        positions = (
+            (str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)) for m in messages
+        )
+        with producer.batch(next_offsets(positions)):
+            for m in messages:
+                producer.send(sink, m.key(), m.value())
+
+    return publish
+
+
+def _plain(settings: StackSettings, sink: str) -> Callable[[list[Message]], None]:
+    """Each batch handed to an idempotent producer, offsets never committed (at-least-once)."""
+    producer = Producer(producer_config(settings, **{"linger.ms": 0}))
+
+    def publish(messages: list[Message]) -> None:
         for m in messages:
-            plain.produce(sink, m.value(), m.key())
-        plain.poll(0)
+            producer.produce(sink, m.value(), m.key())
+        producer.poll(0)
+
+    return publish
