@@ -1,7 +1,8 @@
-"""The latency floor of the pipeline's shape on this broker: two relays, no work in them.
+"""The latency floor of the pipeline's shape on this broker: relays in series, no work in them.
 
-A publisher sends small records at a fixed rate to a source topic; relay 1 copies them to a
-middle topic, relay 2 to a sink; a read_committed reader stamps each on receipt. Each relay is
+A publisher sends small records at a fixed rate to a source topic; relay 1 copies them to the
+next topic, relay 2 (the pipeline has two hops: featurizer, scorer) to the one after, and so on;
+a read_committed reader of the last topic stamps each on receipt. Each relay is
 one process doing what a service does minus the service's work: consume a micro-batch, produce
 it, and either commit it in a transaction with its offsets (``exactly_once``, the featurizer's
 and the scorer's way) or just produce it with an idempotent producer (at-least-once). What the
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Message, Producer
 
+from services.bench import loadgen
 from services.bench.output import say
 from services.core.kafka import (
     TopicSpec,
@@ -34,7 +36,8 @@ from services.core.transactions import TransactionalProducer, next_offsets
 from services.stack import local
 
 _STAMP = struct.Struct(">d")
-PUBLISHER_LINGER_MS = 5  # as `streamml bench`'s load generator
+PUBLISHER_LINGER_MS = loadgen.LINGER_MS
+PIPELINE_HOPS = 2  # featurizer, scorer
 
 
 @dataclass(frozen=True)
@@ -51,55 +54,84 @@ class FloorRun:
 @dataclass(frozen=True)
 class FloorResult:
     broker: str
+    relays: int
     publisher_linger_ms: int
     runs: list[FloorRun]
 
 
 def run(
-    base: StackSettings, *, rate: float, seconds: float, warm_up_s: float, rounds: int
+    base: StackSettings,
+    *,
+    rate: float,
+    seconds: float,
+    warm_up_s: float,
+    rounds: int,
+    relays: int = PIPELINE_HOPS,
+    publisher_linger_ms: int = PUBLISHER_LINGER_MS,
 ) -> FloorResult:
     """On a fresh local stack: a warm-up, then ``rounds`` pairs of runs, at-least-once then
-    exactly-once, each ``seconds`` long at ``rate`` records/s."""
+    exactly-once, each ``seconds`` long at ``rate`` records/s through ``relays`` relays."""
+    if relays < 1:
+        raise ValueError(f"relays: {relays}; at least 1")
+    shape = Shape(relays, publisher_linger_ms)
     home = base.home / "bench-floor"
     shutil.rmtree(home, ignore_errors=True)
     with local.running_servers(base.model_copy(update={"home": home})) as (settings, state):
         broker = state.broker
         say(f"floor: warming the broker up, {rate:,.0f} records/s for {warm_up_s:.0f} s")
-        measure(settings, exactly_once=True, rate=rate, seconds=1.0, warm_up_s=warm_up_s)
+        measure(settings, shape, exactly_once=True, rate=rate, seconds=1.0, warm_up_s=warm_up_s)
         runs = []
         for _ in range(rounds):
             for exactly_once in (False, True):
                 result = measure(
-                    settings, exactly_once=exactly_once, rate=rate, seconds=seconds, warm_up_s=5.0
+                    settings,
+                    shape,
+                    exactly_once=exactly_once,
+                    rate=rate,
+                    seconds=seconds,
+                    warm_up_s=5.0,
                 )
                 say(
                     f"floor: {result.delivery}: p50 {result.p50_ms:.1f} ms, p99 "
                     f"{result.p99_ms:.1f} ms ({result.received:,} of {result.sent:,} received)"
                 )
                 runs.append(result)
-    return FloorResult(broker, PUBLISHER_LINGER_MS, runs)
+    return FloorResult(broker, relays, publisher_linger_ms, runs)
+
+
+@dataclass(frozen=True)
+class Shape:
+    relays: int
+    publisher_linger_ms: int
 
 
 def measure(
-    settings: StackSettings, *, exactly_once: bool, rate: float, seconds: float, warm_up_s: float
+    settings: StackSettings,
+    shape: Shape,
+    *,
+    exactly_once: bool,
+    rate: float,
+    seconds: float,
+    warm_up_s: float,
 ) -> FloorRun:
     run_id = uuid.uuid4().hex[:8]
-    topics = [f"floor-{run_id}-{n}" for n in range(3)]
+    topics = [f"floor-{run_id}-{n}" for n in range(shape.relays + 1)]
     create_topics(settings, [TopicSpec(t, 1) for t in topics])
     relays = [
         multiprocessing.Process(
             target=_relay, args=(settings, topics[n], topics[n + 1], exactly_once, f"{run_id}-{n}")
         )
-        for n in range(2)
+        for n in range(shape.relays)
     ]
     for relay in relays:
         relay.start()
     reader = Consumer(consumer_config(settings, f"floor-reader-{run_id}"))
-    reader.subscribe([topics[2]])
+    reader.subscribe([topics[-1]])
+    linger = shape.publisher_linger_ms
     try:
-        _publish(settings, topics[0], rate, warm_up_s, reader)
+        _publish(settings, topics[0], linger, rate, warm_up_s, reader)
         latencies: list[float] = []
-        sent = _publish(settings, topics[0], rate, seconds, reader, latencies)
+        sent = _publish(settings, topics[0], linger, rate, seconds, reader, latencies)
         deadline = time.monotonic() + 10
         while len(latencies) < sent and time.monotonic() < deadline:
             _receive(reader, latencies, 0.1)
@@ -123,13 +155,14 @@ def measure(
 def _publish(
     settings: StackSettings,
     topic: str,
+    linger_ms: int,
     rate: float,
     seconds: float,
     reader: Consumer,
     latencies: list[float] | None = None,
 ) -> int:
     producer = Producer(
-        {"bootstrap.servers": settings.bootstrap, "linger.ms": PUBLISHER_LINGER_MS, "acks": "all"}
+        {"bootstrap.servers": settings.bootstrap, "linger.ms": linger_ms, "acks": "all"}
     )
     marker = b"m" if latencies is not None else b"w"
     sink: list[float] = latencies if latencies is not None else []

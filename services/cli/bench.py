@@ -96,8 +96,16 @@ def register(commands: Any) -> None:
     broker.set_defaults(handler=cmd_broker)
     floor = targets.add_parser(
         "floor",
-        help="the latency floor of two relays that do no work, exactly-once against "
-        "at-least-once: what no tuning of the services can take away",
+        help="the latency floor of relays that do no work (two: the pipeline's hops), "
+        "exactly-once against at-least-once: what no tuning of the services can take away",
+    )
+    floor.add_argument(
+        "--relays", type=int, help="relays in series (default: the pipeline's two hops)"
+    )
+    floor.add_argument(
+        "--publisher-linger-ms",
+        type=int,
+        help="the publisher's linger.ms (default: the load generator's of `streamml bench`)",
     )
     floor.add_argument("--rate", type=float, default=1000.0, help="records/s")
     floor.add_argument("--seconds", type=float, default=20.0, help="length of each run")
@@ -185,6 +193,14 @@ def cmd_floor(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         warm_up_s=args.warm_up_seconds,
         rounds=args.rounds,
+        **{
+            name: value
+            for name, value in (
+                ("relays", args.relays),
+                ("publisher_linger_ms", args.publisher_linger_ms),
+            )
+            if value is not None
+        },
     )
     report(result, args.out)
     return 0

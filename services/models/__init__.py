@@ -1,0 +1,1 @@
+"""What a model is: the kinds streamml serves (ONNX, river), how each scores and is stored."""

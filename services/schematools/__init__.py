@@ -1,0 +1,1 @@
+"""Schema generation from the domain declarations, and compatibility checks between schema versions."""
