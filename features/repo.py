@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from services.core.domains import load_domains
-from services.features.feast_objects import feast_objects
+from services.featurestore.feast_objects import feast_objects
 
 for _object in feast_objects(
     load_domains(Path(__file__).parent).values(), Path(__file__).parent / "data"

@@ -44,10 +44,10 @@ from services.cli.run import codecs_for
 from services.core.declarations import Domain
 from services.core.domains import load_domain
 from services.core.errors import StackError
-from services.core.modelstore import ModelStore, path_of
-from services.core.registry import promote
 from services.core.settings import StackSettings
 from services.demo.pipeline import ServiceProcess, service_env
+from services.registry.artifacts import ModelStore, path_of
+from services.registry.versions import promote
 from services.stack import local
 from services.stack.processes import free_port
 

@@ -35,14 +35,14 @@ from services.core import metrics as names
 from services.core.declarations import Domain
 from services.core.domains import load_domain
 from services.core.kafka import consumer_config, producer_config
-from services.core.registry import promote
 from services.core.serde import Codec
 from services.core.settings import StackSettings
 from services.demo.pipeline import ServiceProcess, service_env
-from services.features.feast_objects import feature_view_name
-from services.features.redis_layout import layout_for, view_layouts
-from services.features.store import apply_declarations, open_store
+from services.featurestore.feast_objects import feature_view_name
+from services.featurestore.redis_layout import layout_for, view_layouts
+from services.featurestore.store import apply_declarations, open_store
 from services.featurizer.online import OnlineBuffer, OnlineRow, OnlineWriter
+from services.registry.versions import promote
 from services.stack import local
 from services.stack.processes import free_port
 

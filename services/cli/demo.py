@@ -58,8 +58,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, settings: StackSettings, services: list[ServiceProcess]) -> int:
     from services.cli.models import train_and_register
-    from services.core.registry import promote
     from services.producer.publish import publish_synthetic
+    from services.registry.versions import promote
 
     domain = load_domain(settings.features_dir, "payments")
     codecs = codecs_for(settings)

@@ -9,8 +9,9 @@ from typing import Any
 from services.core.declarations import Domain
 from services.core.domains import load_domain
 from services.core.errors import ConfigError, RegistryError
-from services.core.modelstore import ModelStore
-from services.core.registry import (
+from services.core.settings import StackSettings, load_settings
+from services.registry.artifacts import ModelStore
+from services.registry.versions import (
     ARCHIVED,
     CANARY,
     CANDIDATE,
@@ -24,7 +25,6 @@ from services.core.registry import (
     read_registry,
     stage_trial,
 )
-from services.core.settings import StackSettings, load_settings
 
 from .run import codecs_for
 

@@ -50,7 +50,7 @@ def _metrics(settings: StackSettings) -> CollectorRegistry:
 
 
 def cmd_featurizer(args: argparse.Namespace) -> int:
-    from services.features.store import apply_declarations, open_store
+    from services.featurestore.store import apply_declarations, open_store
     from services.featurizer.service import Featurizer
     from services.featurizer.settings import FeaturizerSettings
 
@@ -72,8 +72,8 @@ def online_reader(settings: StackSettings, domain: Domain) -> OnlineFeatureReade
         return None
     import redis
 
-    from services.features.redis_layout import layout_for
-    from services.features.store import open_store
+    from services.featurestore.redis_layout import layout_for
+    from services.featurestore.store import open_store
     from services.scorer.online import OnlineFeatureReader
 
     client = redis.Redis.from_url(settings.redis)

@@ -7,8 +7,8 @@ import sys
 from typing import Any
 
 from services.core.domains import load_domain, load_domains
-from services.core.schemagen import GeneratedSchema, generated_schemas
 from services.core.settings import StackSettings, load_settings
+from services.schematools.schemagen import GeneratedSchema, generated_schemas
 
 
 def register(commands: Any) -> None:

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from services.core.declarations import Domain
 from services.core.domains import load_domain
 from services.core.errors import ConfigError, ModelError, RegistryError
-from services.core.modelstore import ModelStore
-from services.core.registry import CANARY, CHAMPION, RegistryView, read_registry
 from services.core.serde import Record
 from services.core.settings import load_settings
+from services.registry.artifacts import ModelStore
+from services.registry.versions import CANARY, CHAMPION, RegistryView, read_registry
 from services.scorer.serving import Lineup, heuristic_serving, load_serving
 from services.scorer.vectors import InvalidVectorError, VectorSpec
 

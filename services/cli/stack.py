@@ -122,7 +122,7 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
 
 
 def cmd_features_apply(args: argparse.Namespace) -> int:
-    from services.features.store import apply_declarations
+    from services.featurestore.store import apply_declarations
 
     settings = load_settings(StackSettings)
     names = apply_declarations(settings, list(load_domains(settings.features_dir).values()))
@@ -131,8 +131,8 @@ def cmd_features_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_features_get(args: argparse.Namespace) -> int:
-    from services.features.feast_objects import feature_view_name
-    from services.features.store import open_store
+    from services.featurestore.feast_objects import feature_view_name
+    from services.featurestore.store import open_store
 
     settings = load_settings(StackSettings)
     domain = load_domain(settings.features_dir, args.domain)

@@ -19,8 +19,8 @@ from services.core.declarations import Domain
 from services.core.errors import ConfigError
 from services.core.settings import StackSettings
 from services.featurelog.parts import PART_PREFIX, PART_SUFFIX, log_dir
-from services.features.feast_objects import feature_view_name
-from services.features.store import open_store
+from services.featurestore.feast_objects import feature_view_name
+from services.featurestore.store import open_store
 
 ENTITY_TIMESTAMP = "event_timestamp"
 _UTC_NS = "datetime64[ns, UTC]"

@@ -21,8 +21,8 @@ from services.core.declarations import Domain
 from services.core.errors import ConfigError
 from services.core.serde import Record
 from services.core.settings import StackSettings
-from services.features.feast_objects import TIMESTAMP_FIELD, offline_path
-from services.features.store import offline_dir
+from services.featurestore.feast_objects import TIMESTAMP_FIELD, offline_path
+from services.featurestore.store import offline_dir
 
 # Orders the rows of one Kafka partition: the record's offset, as microseconds after the epoch.
 # Of two rows with equal (key, event_time) the greater one is the state after both events.

@@ -24,7 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp as TimestampProto
 
 from services.core.declarations import Domain
 from services.core.flatavro import varint
-from services.features.feast_objects import feature_view_name
+from services.featurestore.feast_objects import feature_view_name
 
 EMPTY_VALUE = ValueProto().SerializeToString()
 # Timestamp's nanos field for each whole millisecond (absent when zero, as protobuf writes it).

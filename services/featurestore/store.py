@@ -12,7 +12,7 @@ import yaml
 from services.core.declarations import Domain
 from services.core.errors import ConfigError
 from services.core.settings import StackSettings
-from services.features.feast_objects import feast_objects
+from services.featurestore.feast_objects import feast_objects
 
 log = logging.getLogger(__name__)
 

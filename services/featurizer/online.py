@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from services.features.redis_layout import RedisLayout, ViewLayout
+from services.featurestore.redis_layout import RedisLayout, ViewLayout
 
 PendingRows = dict[str, dict[str, "OnlineRow"]]
 ROWS_PER_CALL = 2000

@@ -17,7 +17,7 @@ from services.core.deadletter import SourcePosition, dead_letter
 from services.core.declarations import Domain
 from services.core.errors import SerializationError
 from services.core.serde import Codec, Record
-from services.featurizer.windows import EntityAggregator, EntityWindow, FeatureValues
+from services.core.windows import EntityAggregator, EntityWindow, FeatureValues
 
 SERVICE = "featurizer"
 

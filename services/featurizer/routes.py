@@ -18,7 +18,7 @@ from services.core.deadletter import SourcePosition
 from services.core.declarations import Domain, Entity
 from services.core.kafka import TopicSpec
 from services.core.serde import CodecFactory
-from services.features.feast_objects import feature_view_name
+from services.featurestore.feast_objects import feature_view_name
 from services.featurizer.metrics import FeaturizerMetrics
 from services.featurizer.online import OnlineBuffer, OnlineRow
 from services.featurizer.processor import Accepted, EventProcessor, Rejected

@@ -19,9 +19,9 @@ import zlib
 
 from services.core.declarations import Domain, Entity
 from services.core.serde import Codec
+from services.core.windows import EntityAggregator, EntityWindow
 from services.featurizer.online import OnlineRow
 from services.featurizer.processor import WindowStore
-from services.featurizer.windows import EntityAggregator, EntityWindow
 
 _SOURCE = struct.Struct(">IQ")  # source partition, source offset
 

@@ -35,7 +35,7 @@ from services.core.kafka import (
 from services.core.lifecycle import StoppableLoop
 from services.core.serde import CodecFactory
 from services.core.transactions import Committed, TransactionalProducer, TransactionFailed
-from services.features.redis_layout import layout_for, view_layouts
+from services.featurestore.redis_layout import layout_for, view_layouts
 from services.featurizer.metrics import FeaturizerMetrics
 from services.featurizer.online import OnlineBuffer, OnlineWriter
 from services.featurizer.restore import read_changelogs

@@ -31,7 +31,7 @@ from services.core.errors import StackError
 from services.core.flatavro import long_bytes
 from services.core.schemas import SchemaStore
 from services.core.serde import SINGLE_OBJECT_MAGIC, SingleObjectCodec
-from services.featurizer.windows import EntityWindow
+from services.core.windows import EntityWindow
 
 ENTRY = b"e"
 META = b"m"

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from services.core.errors import ModelError
-from services.scorer.runtimes import Matrix, Scores
+from services.models.runtimes import Matrix, Scores
 
 KIND = "river"
 ARTIFACT_FILE = "model.river.pkl"

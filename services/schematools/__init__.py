@@ -1,1 +1,1 @@
-"""Schema generation from the domain declarations, and compatibility checks between schema versions."""
+"""Schema tools: schemas generated from the domain declarations, compatibility checks."""

@@ -17,11 +17,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from services.core.declarations import Domain
 from services.core.errors import ModelError
 from services.core.kafka import background_consumer_config, producer_config
-from services.core.modelstore import ModelStore
-from services.core.registry import CANARY, CHAMPION, SHADOW, ModelVersion, RegistryView, now_ms
 from services.core.serde import CodecFactory
 from services.core.settings import StackSettings
 from services.core.topics import MODEL_EVENTS, MODELS
+from services.registry.artifacts import ModelStore
+from services.registry.versions import CANARY, CHAMPION, SHADOW, ModelVersion, RegistryView, now_ms
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.serving import Lineup, Serving, heuristic_serving, load_serving
 

@@ -38,11 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from services.core.modelstore import ModelStore, StoredSnapshot
-from services.core.registry import CANDIDATE, ModelVersion, now_ms
 from services.core.serde import Record
-from services.scorer.river_model import ARTIFACT_FILE, KIND, RiverModel
-from services.scorer.runtimes import Matrix
+from services.models.river import ARTIFACT_FILE, KIND, RiverModel
+from services.models.runtimes import Matrix
+from services.registry.artifacts import ModelStore, StoredSnapshot
+from services.registry.versions import CANDIDATE, ModelVersion, now_ms
 
 DEFAULT_MEMORY_ROWS = 200_000
 DEFAULT_SNAPSHOT_EVERY_S = 600.0

@@ -17,7 +17,7 @@ import redis
 
 from services.core.declarations import Domain
 from services.core.serde import Record
-from services.features.redis_layout import (
+from services.featurestore.redis_layout import (
     RedisLayout,
     ViewLayout,
     decode_timestamp_ms,

@@ -20,14 +20,14 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from services.core.declarations import Domain
 from services.core.errors import ModelError, StackError
 from services.core.kafka import background_consumer_config
-from services.core.modelstore import ModelStore
-from services.core.registry import publish, read_registry
 from services.core.serde import CodecFactory, Record
 from services.core.settings import StackSettings
+from services.models.river import RiverModel
+from services.registry.artifacts import ModelStore
+from services.registry.versions import publish, read_registry
 from services.scorer.batch import Scored
 from services.scorer.learning import OnlineLearner, snapshot_record
 from services.scorer.metrics import ScorerMetrics
-from services.scorer.river_model import RiverModel
 from services.scorer.serving import Lineup
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ from services.core.deadletter import SourcePosition
 from services.core.declarations import Domain
 from services.core.kafka import consume_batch, consumer_config, producer_config
 from services.core.lifecycle import StoppableLoop
-from services.core.modelstore import ModelStore
 from services.core.serde import CodecFactory
 from services.core.transactions import TransactionalProducer, TransactionFailed, next_offsets
+from services.registry.artifacts import ModelStore
 from services.scorer.batch import BatchResult, BatchScorer, Incoming, ModelCaller, VectorScorer
 from services.scorer.dedup import RecentIds, recent_predictions_for
 from services.scorer.follower import RegistryFollower

@@ -1,6 +1,6 @@
 """Which models serve: the champion, an optional canary and shadow, and the declared heuristic.
 
-The registry's stages decide the line-up (``services/core/registry.py``): the champion scores
+The registry's stages decide the line-up (``services/registry/versions.py``): the champion scores
 every key the canary does not take; the canary takes a share of the entity keys, chosen by a
 stable hash of the key so a card always goes the same way, in every scorer instance and after
 every restart; the shadow scores everything, and its predictions go to the shadow topic only.
@@ -17,11 +17,11 @@ import numpy as np
 
 from services.core.declarations import Domain
 from services.core.errors import ModelError
-from services.core.modelstore import ModelStore
-from services.core.registry import CANARY, CHAMPION, SHADOW, ModelVersion
-from services.scorer.river_model import KIND as RIVER
-from services.scorer.river_model import RiverModel
-from services.scorer.runtimes import HeuristicModel, ModelRuntime, OnnxModel
+from services.models.river import KIND as RIVER
+from services.models.river import RiverModel
+from services.models.runtimes import HeuristicModel, ModelRuntime, OnnxModel
+from services.registry.artifacts import ModelStore
+from services.registry.versions import CANARY, CHAMPION, SHADOW, ModelVersion
 
 log = logging.getLogger(__name__)
 

@@ -113,12 +113,12 @@ def stop_started(home: Path, processes: list[subprocess.Popen[bytes]]) -> None:
 
 def import_feast() -> None:
     """Imports what ``prepare`` needs of Feast (seconds of imports, best done meanwhile)."""
-    import services.features.store  # noqa: F401
+    import services.featurestore.store  # noqa: F401
 
 
 def prepare(settings: StackSettings) -> None:
     """Creates every declared topic and applies the Feast declarations."""
-    from services.features.store import apply_declarations
+    from services.featurestore.store import apply_declarations
 
     domains = list(load_domains(settings.features_dir).values())
     created = create_topics(settings, topic_specs(settings, domains))

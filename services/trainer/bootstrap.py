@@ -21,8 +21,8 @@ import onnxruntime
 import torch
 
 from services.core.declarations import Domain
-from services.core.modelstore import ARTIFACT_FILE, CARD_FILE, ModelStore
 from services.producer.synthetic import PaymentsGenerator
+from services.registry.artifacts import ARTIFACT_FILE, CARD_FILE, ModelStore
 from services.trainer.dataset import Dataset, build_dataset, split
 from services.trainer.export import export_onnx, onnx_session, parity_check
 from services.trainer.model import train_mlp

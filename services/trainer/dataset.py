@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.core.declarations import Domain
-from services.featurizer.windows import EntityAggregator, EntityWindow, FeatureValues
+from services.core.windows import EntityAggregator, EntityWindow, FeatureValues
 from services.producer.synthetic import LabelledTransaction
 
 Matrix = npt.NDArray[np.float32]

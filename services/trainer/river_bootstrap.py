@@ -17,8 +17,8 @@ import numpy as np
 
 from services.core.declarations import Domain
 from services.core.errors import ModelError
-from services.core.modelstore import ModelStore
-from services.scorer.river_model import ARTIFACT_FILE, KIND, PIPELINE_DESCRIPTION, RiverModel
+from services.models.river import ARTIFACT_FILE, KIND, PIPELINE_DESCRIPTION, RiverModel
+from services.registry.artifacts import ModelStore
 from services.trainer.bootstrap import (
     PARITY_ROWS,
     TrainedModel,

@@ -82,9 +82,9 @@ def by_event_id(
 def clear_trials(settings: StackSettings, model_name: str) -> None:
     """Sends any canary or shadow another test left behind back to candidate, so a test that
     expects the champion alone gets it (the session shares one registry)."""
-    from services.core.registry import CANARY, SHADOW, end_trial, read_registry
     from services.core.schemas import SchemaStore
     from services.core.serde import CodecFactory
+    from services.registry.versions import CANARY, SHADOW, end_trial, read_registry
 
     codecs = CodecFactory(SchemaStore.from_dir(settings.schemas_dir))
     view = read_registry(settings, codecs)

@@ -19,13 +19,13 @@ from services.core.kafka import TopicSpec, create_topics, partition_count, produ
 from services.core.schemas import SchemaStore
 from services.core.serde import Codec, CodecFactory
 from services.core.settings import HISTORY_FETCH_WAIT_MS, StackSettings
+from services.core.windows import EntityAggregator, EntityWindow
 from services.demo.pipeline import ServiceProcess, service_env
-from services.features.store import open_store
+from services.featurestore.store import open_store
 from services.featurizer.processor import Accepted, EventProcessor
 from services.featurizer.restore import read_changelogs
 from services.featurizer.secondary import forward_key, forward_partition
 from services.featurizer.state import EntryCodec, entry_key
-from services.featurizer.windows import EntityAggregator, EntityWindow
 from services.stack.processes import free_port
 from tests.integration.helpers import TopicReader, publish
 

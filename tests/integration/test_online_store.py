@@ -10,8 +10,8 @@ import redis
 
 from services.core.domains import load_domain
 from services.core.settings import StackSettings
-from services.features.redis_layout import layout_for, view_layouts
-from services.features.store import open_store
+from services.featurestore.redis_layout import layout_for, view_layouts
+from services.featurestore.store import open_store
 from services.featurizer.online import OnlineBuffer, OnlineRow, OnlineWriter
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ from services.bench.peer.app import APP_ID
 from services.bench.peer.runner import PeerPipeline
 from services.cli.models import train_and_register
 from services.core.domains import load_domain
-from services.core.modelstore import ModelStore, path_of
 from services.core.settings import StackSettings
+from services.registry.artifacts import ModelStore, path_of
 from tests.integration.helpers import TopicReader, by_event_id, publish
 from tests.outside import OutsideCodec
 

@@ -14,11 +14,11 @@ import pytest
 
 from services.cli.models import train_and_register
 from services.core.domains import load_domain
-from services.core.registry import promote, read_registry
 from services.core.schemas import SchemaStore
 from services.core.serde import CodecFactory
 from services.core.settings import StackSettings
 from services.demo.pipeline import ServiceProcess, service_env
+from services.registry.versions import promote, read_registry
 from services.stack.processes import free_port
 from tests.integration.helpers import TopicReader, by_event_id, publish
 from tests.outside import OutsideCodec
@@ -196,7 +196,7 @@ def test_metrics_are_served_over_http(services: Services) -> None:
 
 
 def test_the_online_store_holds_each_cards_latest_features(stack: StackSettings) -> None:
-    from services.features.store import open_store
+    from services.featurestore.store import open_store
 
     refs = [f"payments_card_features:{name}" for name in ("txn_count_24h", "amount_max_24h")]
     rows = [{"card_id": f"itest-card-{card}"} for card in (0, 24)]

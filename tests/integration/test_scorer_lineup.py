@@ -18,8 +18,16 @@ import pytest
 
 from services.cli.models import train_and_register
 from services.core.domains import load_domain
-from services.core.modelstore import ModelStore
-from services.core.registry import (
+from services.core.schemas import SchemaStore
+from services.core.serde import CodecFactory
+from services.core.settings import StackSettings
+from services.core.topics import MODEL_EVENTS
+from services.demo.pipeline import ServiceProcess, service_env
+from services.featurestore.feast_objects import feature_view_name
+from services.featurestore.store import apply_declarations, open_store
+from services.models.runtimes import OnnxModel
+from services.registry.artifacts import ModelStore
+from services.registry.versions import (
     CANARY,
     CANDIDATE,
     SHADOW,
@@ -30,14 +38,6 @@ from services.core.registry import (
     read_registry,
     stage_trial,
 )
-from services.core.schemas import SchemaStore
-from services.core.serde import CodecFactory
-from services.core.settings import StackSettings
-from services.core.topics import MODEL_EVENTS
-from services.demo.pipeline import ServiceProcess, service_env
-from services.features.feast_objects import feature_view_name
-from services.features.store import apply_declarations, open_store
-from services.scorer.runtimes import OnnxModel
 from services.scorer.serving import canary_bucket
 from tests.integration.helpers import TopicReader
 from tests.integration.helpers import publish as publish_records

@@ -27,15 +27,15 @@ import pytest
 
 from services.cli.models import train_and_register
 from services.core.domains import load_domain
-from services.core.modelstore import ModelStore
-from services.core.registry import CANARY, promote, stage_trial
 from services.core.schemas import SchemaStore
 from services.core.serde import CodecFactory
 from services.core.settings import StackSettings
 from services.demo.pipeline import ServiceProcess, service_env
-from services.features.feast_objects import feature_view_name
-from services.features.store import apply_declarations, open_store
-from services.scorer.runtimes import OnnxModel
+from services.featurestore.feast_objects import feature_view_name
+from services.featurestore.store import apply_declarations, open_store
+from services.models.runtimes import OnnxModel
+from services.registry.artifacts import ModelStore
+from services.registry.versions import CANARY, promote, stage_trial
 from services.scorer.serving import canary_bucket
 from services.stack.processes import free_port
 from tests.integration.helpers import TopicReader

@@ -27,7 +27,7 @@ from services.core.domains import load_domain, load_domains
 from services.core.kafka import create_topics, topic_specs
 from services.core.settings import StackSettings
 from services.demo.pipeline import ServiceProcess, service_env
-from services.features.store import apply_declarations, open_store
+from services.featurestore.store import apply_declarations, open_store
 from tests.integration.helpers import TopicReader, publish
 from tests.outside import OutsideCodec
 

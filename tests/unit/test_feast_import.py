@@ -7,7 +7,7 @@ import sys
 
 CHECK = """
 import os
-import services.features.store
+import services.featurestore.store
 import feast.metrics
 from prometheus_client import values
 leaked = sorted(k for k in os.environ if k.startswith("PROMETHEUS_MULTIPROC"))

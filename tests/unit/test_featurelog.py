@@ -304,7 +304,7 @@ def test_the_sink_writes_each_batch_before_committing_it_and_dead_letters_garbag
 @pytest.fixture
 def offline_settings(tmp_path: Path, payments: Domain) -> Iterator[StackSettings]:
     """A Feast registry of its own; Redis is named but never reached by offline reads."""
-    from services.features.store import apply_declarations
+    from services.featurestore.store import apply_declarations
 
     settings = StackSettings(
         home=tmp_path / "home",

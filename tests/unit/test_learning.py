@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from services.core.errors import ModelError
-from services.core.modelstore import ModelStore
-from services.core.registry import CANDIDATE, CHAMPION, ModelVersion
 from services.core.serde import CodecFactory
+from services.models.river import ARTIFACT_FILE, RiverModel
+from services.registry.artifacts import ModelStore
+from services.registry.versions import CANDIDATE, CHAMPION, ModelVersion
 from services.scorer.learning import LearnCounts, OnlineLearner, snapshot_record
-from services.scorer.river_model import ARTIFACT_FILE, RiverModel
 
 NAMES = ("amount", "txn_count_5m")
 MODEL = "fraud"

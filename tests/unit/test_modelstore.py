@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.core.errors import IntegrityError, ModelError
-from services.core.modelstore import ModelStore, path_of, sha256_hex
+from services.registry.artifacts import ModelStore, path_of, sha256_hex
 
 ARTIFACT = b"\x08\x07not really onnx but bytes all the same"
 

@@ -14,9 +14,9 @@ from services.core.deadletter import SourcePosition
 from services.core.declarations import Domain
 from services.core.schemas import SchemaStore
 from services.core.serde import CodecFactory
+from services.core.windows import EntityWindow
 from services.featurizer.processor import Accepted, Duplicate, EventProcessor, Rejected
 from services.featurizer.state import WindowTable
-from services.featurizer.windows import EntityWindow
 from tests.expected import CARD_FEATURES
 
 MINUTE_MS = 60_000

@@ -6,7 +6,7 @@ import pytest
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.features.redis_layout import (
+from services.featurestore.redis_layout import (
     EMPTY_VALUE,
     RedisLayout,
     decode_timestamp_ms,

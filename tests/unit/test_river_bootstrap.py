@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from services.core.declarations import Domain
-from services.core.modelstore import ModelStore
-from services.scorer.river_model import ARTIFACT_FILE, RiverModel
+from services.models.river import ARTIFACT_FILE, RiverModel
+from services.registry.artifacts import ModelStore
 from services.trainer.bootstrap import bootstrap_data, holdout_metrics
 from services.trainer.river_bootstrap import train_river_bootstrap
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from services.core.errors import ModelError
-from services.scorer.river_model import RiverModel
-from services.scorer.runtimes import ModelRuntime
+from services.models.river import RiverModel
+from services.models.runtimes import ModelRuntime
 
 NAMES = ("amount", "txn_count_5m", "seconds_since_last_txn")
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from services.core.compat import check_compatible, previous_committed, sample_datums
 from services.core.paths import default_schemas_dir
+from services.schematools.compat import check_compatible, previous_committed, sample_datums
 
 SCHEMAS = default_schemas_dir()
 CURRENT = sorted(SCHEMAS.glob("*.avsc"))

@@ -24,7 +24,10 @@ from services.core.deadletter import SourcePosition
 from services.core.declarations import Aggregation, Domain, Feature
 from services.core.domains import load_domain
 from services.core.errors import ConfigError
-from services.core.schemagen import (
+from services.core.schemas import SchemaStore
+from services.core.serde import CodecFactory
+from services.featurizer.processor import Accepted, EventProcessor
+from services.schematools.schemagen import (
     features_schema,
     generated_schemas,
     predictions_schema,
@@ -32,9 +35,6 @@ from services.core.schemagen import (
     render,
     window_text,
 )
-from services.core.schemas import SchemaStore
-from services.core.serde import CodecFactory
-from services.featurizer.processor import Accepted, EventProcessor
 from services.scorer.batch import BatchScorer, Incoming, ModelCaller, VectorScorer
 from services.scorer.dedup import RecentIds
 from services.scorer.serving import Lineup, heuristic_serving

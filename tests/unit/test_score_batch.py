@@ -23,10 +23,10 @@ from services.cli.score_batch import (
 )
 from services.core.declarations import Domain
 from services.core.errors import ConfigError, ModelError
-from services.core.modelstore import ModelStore
-from services.core.registry import CANARY, CANDIDATE, CHAMPION, ModelVersion, RegistryView
+from services.models.runtimes import OnnxModel
+from services.registry.artifacts import ModelStore
+from services.registry.versions import CANARY, CANDIDATE, CHAMPION, ModelVersion, RegistryView
 from services.scorer.batch import ModelCaller, VectorScorer
-from services.scorer.runtimes import OnnxModel
 from services.scorer.serving import Lineup, canary_bucket, heuristic_serving
 from services.scorer.vectors import VectorSpec
 from tests.unit.test_scorer_http import ONLINE, vector

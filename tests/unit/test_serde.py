@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from services.core.compat import sample_datums
 from services.core.errors import (
     EncodingError,
     MalformedRecordError,
@@ -20,6 +19,7 @@ from services.core.errors import (
 from services.core.schemas import SchemaStore, crc64_fingerprint
 from services.core.serde import CodecFactory
 from services.core.topics import MODEL_EVENTS, MODELS, DomainTopics, schema_subject
+from services.schematools.compat import sample_datums
 
 T = 1_767_225_600_000
 

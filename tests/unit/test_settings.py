@@ -17,7 +17,7 @@ from services.core.settings import (
     StackSettings,
     load_settings,
 )
-from services.features.store import feast_redis_connection
+from services.featurestore.store import feast_redis_connection
 
 FILE_BOOTSTRAP = "127.0.0.1:19092"
 FILE_REDIS = "redis://127.0.0.1:16379/0"

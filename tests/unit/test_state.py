@@ -14,6 +14,7 @@ from services.core.declarations import Domain
 from services.core.errors import SerializationError, StackError
 from services.core.flatavro import long_bytes
 from services.core.schemas import SchemaStore
+from services.core.windows import EntityAggregator, EntityWindow
 from services.featurizer.state import (
     MARK,
     EntryCodec,
@@ -22,7 +23,6 @@ from services.featurizer.state import (
     meta_key,
     parse_key,
 )
-from services.featurizer.windows import EntityAggregator, EntityWindow
 
 HOUR_MS = 3_600_000
 APP = "streamml-featurizer"

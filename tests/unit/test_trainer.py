@@ -14,9 +14,9 @@ import torch
 from services.core.declarations import Aggregation, Domain
 from services.core.domains import load_domain
 from services.core.errors import ModelError
-from services.core.modelstore import ModelStore
 from services.core.paths import default_features_dir
 from services.producer.synthetic import LabelledTransaction, PaymentsGenerator
+from services.registry.artifacts import ModelStore
 from services.trainer.bootstrap import holdout_metrics, train_bootstrap
 from services.trainer.dataset import Dataset, build_dataset, split
 from services.trainer.export import export_onnx, onnx_session, parity_check

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from services.core.declarations import Domain
-from services.featurizer.windows import EntityAggregator, EntityWindow
+from services.core.windows import EntityAggregator, EntityWindow
 from tests.expected import CARD_FEATURES as CONTRACT_FEATURES
 
 MINUTE_MS = 60_000

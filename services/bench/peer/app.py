@@ -35,11 +35,11 @@ from services.core.domains import load_domain
 from services.core.errors import ConfigError, SerializationError
 from services.core.faust_transport import broker_url
 from services.core.kafka import TopicSpec, create_topics, partition_count
-from services.core.modelstore import CARD_FILE
-from services.core.registry import CHAMPION, now_ms
 from services.core.schemas import SchemaStore
 from services.core.serde import Codec, CodecFactory, Record
-from services.scorer.runtimes import OnnxModel
+from services.models.runtimes import OnnxModel
+from services.registry.artifacts import CARD_FILE
+from services.registry.versions import CHAMPION, now_ms
 from services.scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from feast.types import Float64, Int64
 
 from services.core.declarations import Domain
 from services.core.settings import StackSettings
-from services.features.feast_objects import TIMESTAMP_FIELD
-from services.features.store import STORE_YAML, feast_redis_connection
+from services.featurestore.feast_objects import TIMESTAMP_FIELD
+from services.featurestore.store import STORE_YAML, feast_redis_connection
 
 PROJECT = "streamml_peer"
 REPO_DIR = "peer-feast"
