@@ -23,16 +23,16 @@ from confluent_kafka import Consumer, TopicPartition
 
 from services.bench.output import say
 from services.bench.procstat import Usage, count_outputs, usage
-from services.cli.run import codecs_for
 from services.core.domains import load_domain
 from services.core.errors import ConfigError
 from services.core.kafka import consumer_config, create_topics, partition_count
+from services.core.serde import codecs_for
 from services.core.settings import StackSettings
-from services.demo.pipeline import ServiceProcess, service_env
 from services.featurizer.routes import internal_topics
 from services.featurizer.settings import FeaturizerSettings
 from services.producer.publish import publish_synthetic
 from services.stack import local
+from services.stack.services import ServiceProcess, service_env
 
 START_TIMEOUT_S = 120.0
 SETTLED_S = 2.0

@@ -66,11 +66,17 @@ def run(
     seconds: float,
     warm_up_s: float,
     rounds: int,
-    relays: int = PIPELINE_HOPS,
-    publisher_linger_ms: int = PUBLISHER_LINGER_MS,
+    relays: int | None = None,
+    publisher_linger_ms: int | None = None,
 ) -> FloorResult:
     """On a fresh local stack: a warm-up, then ``rounds`` pairs of runs, at-least-once then
-    exactly-once, each ``seconds`` long at ``rate`` records/s through ``relays`` relays."""
+    exactly-once, each ``seconds`` long at ``rate`` records/s through ``relays`` relays (the
+    pipeline's hops when None), the publisher lingering ``publisher_linger_ms`` (the load
+    generator's when None)."""
+    relays = PIPELINE_HOPS if relays is None else relays
+    publisher_linger_ms = (
+        PUBLISHER_LINGER_MS if publisher_linger_ms is None else publisher_linger_ms
+    )
     if relays < 1:
         raise ValueError(f"relays: {relays}; at least 1")
     shape = Shape(relays, publisher_linger_ms)

@@ -31,7 +31,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
 
 from services.bench.arrivals import Arrivals, StepArrivals
 from services.bench.loadgen import StepPlan, StepSent
@@ -39,17 +38,13 @@ from services.bench.output import say
 from services.bench.procstat import exited, usage
 from services.bench.scrape import histogram_mean, metric_totals
 from services.bench.stats import percentile
-from services.cli.models import train_and_register
-from services.cli.run import codecs_for
+from services.bench.systems import champion, start_system
 from services.core.declarations import Domain
 from services.core.domains import load_domain
 from services.core.errors import StackError
+from services.core.serde import codecs_for
 from services.core.settings import StackSettings
-from services.demo.pipeline import ServiceProcess, service_env
-from services.registry.artifacts import ModelStore, path_of
-from services.registry.versions import promote
 from services.stack import local
-from services.stack.processes import free_port
 
 KEEP_UP_S = 1.0
 DRAIN_S = 30.0
@@ -122,42 +117,6 @@ class SystemResult:
         return max((s.throughput_per_s for s in self.steps if s.kept_up), default=0.0)
 
 
-class System(Protocol):
-    """The processes under test; ``pids`` names each for CPU and memory, ``metrics_ports``
-    each that serves our metrics (none for the peer)."""
-
-    @property
-    def pids(self) -> dict[str, int]: ...
-
-    @property
-    def metrics_ports(self) -> dict[str, int]: ...
-
-    def stop(self) -> None: ...
-
-
-class OurPipeline:
-    def __init__(
-        self, settings: StackSettings, home: Path, service_settings: Mapping[str, str]
-    ) -> None:
-        self.metrics_ports = {"featurizer": free_port(), "scorer": free_port()}
-        self._processes = {
-            name: ServiceProcess(
-                name,
-                service_env(settings, {**service_settings, "STREAMML_METRICS_PORT": str(port)}),
-                home / f"{name}.log",
-            )
-            for name, port in self.metrics_ports.items()
-        }
-
-    @property
-    def pids(self) -> dict[str, int]:
-        return {name: p.process.pid for name, p in self._processes.items()}
-
-    def stop(self) -> None:
-        for process in self._processes.values():
-            process.stop()
-
-
 def run(
     base: StackSettings,
     *,
@@ -191,9 +150,9 @@ def _run_system(
     shutil.rmtree(home, ignore_errors=True)
     with local.running_servers(base.model_copy(update={"home": home})) as (settings, state):
         domain = load_domain(settings.features_dir, "payments")
-        model_path, version = _champion(settings, domain)
+        model_path, version = champion(settings, domain, TRAIN_EVENTS, SEED)
         say(f"{name}: starting")
-        system = _start(name, settings, home, model_path, version, service_settings)
+        system = start_system(name, settings, home, model_path, version, service_settings)
         run_id = uuid.uuid4().hex[:8]
         codecs = codecs_for(settings)
         codec = codecs.for_topic(domain.topics.predictions)
@@ -245,31 +204,6 @@ def _run_system(
             vectors.close()
             system.stop()
         return result
-
-
-def _champion(settings: StackSettings, domain: Domain) -> tuple[Path, str]:
-    say(f"training and promoting the bootstrap model ({TRAIN_EVENTS} events)")
-    version = train_and_register(settings, domain, seed=SEED, events=TRAIN_EVENTS)
-    promote(settings, codecs_for(settings), domain.model_name, version)
-    card = ModelStore(settings.models_dir).card(domain.model_name, version)
-    return path_of(str(card["artifact_uri"])), version
-
-
-def _start(
-    name: str,
-    settings: StackSettings,
-    home: Path,
-    model: Path,
-    version: str,
-    service_settings: Mapping[str, str],
-) -> System:
-    if name == "streamml":
-        return OurPipeline(settings, home, service_settings)
-    from services.bench.peer.runner import PeerPipeline
-
-    peer = PeerPipeline(settings, home, model, version)
-    peer.start()
-    return peer
 
 
 class _Stepper:

@@ -9,7 +9,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from services.bench import pipeline
 from services.bench.pipeline import SystemResult
+from services.core.errors import ConfigError
+from services.core.settings import StackSettings
 
 DOCS_START = "<!-- streamml bench: start (written by `streamml bench`; edits here are lost) -->"
 DOCS_END = "<!-- streamml bench: end -->"
@@ -121,3 +124,47 @@ def plot(results: Sequence[SystemResult], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
+
+
+def run_and_report(
+    *,
+    systems: Sequence[str],
+    partitions: int | None,
+    quick: bool,
+    cards: int,
+    rates: Sequence[float] | None,
+    step_seconds: float | None,
+    service_settings: dict[str, str],
+    warm_up_s: float | None,
+    json_path: Path,
+    plot_path: Path,
+    docs_path: Path | None,
+) -> list[SystemResult]:
+    """``streamml bench``: each system's ladder on a fresh stack, then the JSON, the plot, the
+    table printed (and written into ``docs_path`` between its markers when given)."""
+    unknown = set(systems) - set(pipeline.FULL)
+    if unknown or not systems:
+        raise ConfigError(
+            f"--systems: {sorted(unknown)} unknown; choose from {sorted(pipeline.FULL)}"
+        )
+    base = StackSettings()
+    if partitions is not None:
+        base = base.model_copy(update={"topic_partitions": partitions})
+    results = pipeline.run(
+        base,
+        systems=systems,
+        quick=quick,
+        cards=cards,
+        rates=rates,
+        step_seconds=step_seconds,
+        service_settings=service_settings,
+        warm_up_s=warm_up_s,
+    )
+    pipeline.write_json(results, json_path)
+    plot(results, plot_path)
+    command = "streamml bench" + (" --quick" if quick else "")
+    if docs_path is not None:
+        write_docs(docs_path, docs_section(results, command))
+    print(table(results))
+    print(f"raw figures: {json_path}; plot: {plot_path}")
+    return results

@@ -29,22 +29,21 @@ from services.bench.output import say
 from services.bench.procstat import count_outputs, usage
 from services.bench.scrape import histogram_mean, metric_totals
 from services.bench.stats import percentile
-from services.cli.models import train_and_register
-from services.cli.run import codecs_for
 from services.core import metrics as names
 from services.core.declarations import Domain
 from services.core.domains import load_domain
 from services.core.kafka import consumer_config, producer_config
-from services.core.serde import Codec
+from services.core.serde import Codec, codecs_for
 from services.core.settings import StackSettings
-from services.demo.pipeline import ServiceProcess, service_env
 from services.featurestore.feast_objects import feature_view_name
 from services.featurestore.redis_layout import layout_for, view_layouts
 from services.featurestore.store import apply_declarations, open_store
 from services.featurizer.online import OnlineBuffer, OnlineRow, OnlineWriter
-from services.registry.versions import promote
+from services.registry.stages import promote
 from services.stack import local
 from services.stack.processes import free_port
+from services.stack.services import ServiceProcess, service_env
+from services.trainer.publish import train_and_register
 
 START_TIMEOUT_S = 120.0
 MERCHANTS = 300

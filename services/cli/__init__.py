@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 from services.core.errors import StreamMLError
 
-from . import bench, data, featurelog, models, run, schemas, score_batch, stack
+from . import bench, data, demo, featurelog, models, run, schemas, score_batch, stack
 
-_MODULES = (stack, run, data, models, score_batch, bench, schemas, featurelog)
+_MODULES = (stack, run, data, models, score_batch, bench, schemas, featurelog, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,9 +24,6 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _MODULES:
         module.register(commands)
-    from . import demo
-
-    demo.register(commands)
     return parser
 
 

@@ -116,35 +116,21 @@ def register(commands: Any) -> None:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from services.bench import pipeline, pipeline_report
+    from services.bench import pipeline_report
 
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = set(systems) - set(pipeline.FULL)
-    if unknown or not systems:
-        raise ConfigError(
-            f"--systems: {sorted(unknown)} unknown; choose from {sorted(pipeline.FULL)}"
-        )
-    base = StackSettings()
-    if args.partitions is not None:
-        base = base.model_copy(update={"topic_partitions": args.partitions})
-    rates = [float(r) for r in args.rates.split(",")] if args.rates else None
-    results = pipeline.run(
-        base,
-        systems=systems,
+    pipeline_report.run_and_report(
+        systems=[s.strip() for s in args.systems.split(",") if s.strip()],
+        partitions=args.partitions,
         quick=args.quick,
         cards=args.cards,
-        rates=rates,
+        rates=[float(r) for r in args.rates.split(",")] if args.rates else None,
         step_seconds=args.step_seconds,
         service_settings=dict(_setting(item, "STREAMML_") for item in args.service_settings),
         warm_up_s=args.warm_up_seconds,
+        json_path=args.json,
+        plot_path=args.plot,
+        docs_path=args.docs,
     )
-    pipeline.write_json(results, args.json)
-    pipeline_report.plot(results, args.plot)
-    command = "streamml bench" + (" --quick" if args.quick else "")
-    if args.docs is not None:
-        pipeline_report.write_docs(args.docs, pipeline_report.docs_section(results, command))
-    print(pipeline_report.table(results))
-    print(f"raw figures: {args.json}; plot: {args.plot}")
     return 0
 
 
@@ -193,14 +179,8 @@ def cmd_floor(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         warm_up_s=args.warm_up_seconds,
         rounds=args.rounds,
-        **{
-            name: value
-            for name, value in (
-                ("relays", args.relays),
-                ("publisher_linger_ms", args.publisher_linger_ms),
-            )
-            if value is not None
-        },
+        relays=args.relays,
+        publisher_linger_ms=args.publisher_linger_ms,
     )
     report(result, args.out)
     return 0

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
 
-from confluent_kafka import Consumer
-
 from services.core.domains import load_domain
-from services.core.kafka import consumer_config
+from services.core.serde import codecs_for
 from services.core.settings import StackSettings, load_settings
 from services.producer.publish import DEFAULT_CARDS, publish_synthetic
-
-from .run import codecs_for
 
 
 def register(commands: Any) -> None:
@@ -58,28 +53,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
+    from services.producer.consume import print_records
+
     settings = load_settings(StackSettings)
-    codec = codecs_for(settings).for_topic(args.topic)
-    consumer = Consumer(consumer_config(settings, f"streamml-consume-{time.time_ns()}"))
-    consumer.subscribe([args.topic])
-    seen, idle_since = 0, time.monotonic()
-    try:
-        while args.count is None or seen < args.count:
-            message = consumer.poll(0.2)
-            value = None if message is None else message.value()
-            if message is None or message.error() is not None or value is None:
-                if time.monotonic() - idle_since > args.timeout:
-                    break
-                continue
-            idle_since = time.monotonic()
-            print(json.dumps(codec.decode(value), default=_bytes_as_hex))
-            seen += 1
-    finally:
-        consumer.close()
+    print_records(settings, args.topic, sys.stdout, count=args.count, idle_timeout_s=args.timeout)
     return 0
-
-
-def _bytes_as_hex(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.hex()
-    raise TypeError(type(value).__name__)

@@ -3,16 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Any
-
-from prometheus_client import CollectorRegistry
-
-from services.core.domains import load_domain
-from services.core.metrics import serve_metrics
-from services.core.settings import load_settings
-
-log = logging.getLogger(__name__)
 
 
 def register(commands: Any) -> None:
@@ -30,16 +21,6 @@ def register(commands: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from services.cli.run import codecs_for
-    from services.featurelog.settings import FeatureLogSettings
-    from services.featurelog.sink import FeatureLogSink
+    from services.featurelog.main import run
 
-    settings = load_settings(FeatureLogSettings)
-    domain = load_domain(settings.features_dir, args.domain)
-    registry = CollectorRegistry()
-    port = serve_metrics(registry, settings.metrics_port, host=settings.metrics_host)
-    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
-    sink = FeatureLogSink(settings, domain, codecs_for(settings), registry)
-    sink.install_signal_handlers()
-    sink.run()
-    return 0
+    return run(args.domain)

@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from services.core.declarations import Domain
 from services.core.domains import load_domain
-from services.core.errors import ConfigError, RegistryError
+from services.core.errors import ConfigError
+from services.core.serde import codecs_for
 from services.core.settings import StackSettings, load_settings
-from services.registry.artifacts import ModelStore
-from services.registry.versions import (
-    ARCHIVED,
-    CANARY,
-    CANDIDATE,
-    CHAMPION,
-    SHADOW,
-    ModelVersion,
-    end_trial,
-    now_ms,
-    promote,
-    publish,
-    read_registry,
-    stage_trial,
-)
-
-from .run import codecs_for
-
-ONNX = "onnx"
-RIVER = "river"
+from services.registry.stages import end_trial, promote, rollback, stage_trial
+from services.registry.versions import CANARY, CANDIDATE, CHAMPION, SHADOW, read_registry
+from services.trainer.publish import KINDS, ONNX, train_and_register
 
 
 def register(commands: Any) -> None:
@@ -44,7 +26,7 @@ def register(commands: Any) -> None:
     train.add_argument("--events", type=int, default=60_000, help="synthetic events to train on")
     train.add_argument(
         "--kind",
-        choices=[ONNX, RIVER],
+        choices=KINDS,
         default=ONNX,
         help="onnx: a torch MLP exported to ONNX; river: an online model that goes on "
         "learning from outcomes while it serves",
@@ -120,17 +102,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     settings = load_settings(StackSettings)
     domain = load_domain(settings.features_dir, args.domain)
-    codecs = codecs_for(settings)
-    view = read_registry(settings, codecs)
-    current = view.champion(domain.model_name)
-    if current is None:
-        raise RegistryError(f"{domain.model_name} has no champion to roll back")
-    archived = [v for v in view.versions(domain.model_name) if v.stage == ARCHIVED]
-    if not archived:
-        raise RegistryError(f"{domain.model_name} has no earlier champion to return to")
-    previous = max(archived, key=lambda v: v.updated_at)
-    publish(settings, codecs, [previous.staged(CHAMPION), current.staged(ARCHIVED)])
-    print(f"{previous.key} is {CHAMPION} again; {current.key} archived")
+    restored, retired = rollback(settings, codecs_for(settings), domain.model_name)
+    print(f"{restored.key} is {CHAMPION} again; {retired.key} archived")
     return 0
 
 
@@ -151,41 +124,3 @@ def cmd_end_trial(args: argparse.Namespace) -> int:
     ended = end_trial(settings, codecs_for(settings), domain.model_name, args.stage)
     print(f"{ended.key} is a {CANDIDATE} again")
     return 0
-
-
-def train_and_register(
-    settings: StackSettings, domain: Domain, *, seed: int, events: int, kind: str = ONNX
-) -> str:
-    """Trains on synthetic data, registers the version as a candidate; returns the version."""
-    store = ModelStore(settings.models_dir)
-    if kind == RIVER:
-        from services.trainer.river_bootstrap import train_river_bootstrap
-
-        trained = train_river_bootstrap(domain, store, seed=seed, n_events=events)
-    else:
-        from services.trainer.bootstrap import train_bootstrap
-
-        trained = train_bootstrap(domain, store, seed=seed, n_events=events)
-    created = now_ms()
-    record = ModelVersion(
-        model_name=trained.model_name,
-        version=trained.version,
-        stage=CANDIDATE,
-        kind=trained.kind,
-        artifact_uri=trained.artifact_uri,
-        sha256=trained.sha256,
-        dataset_id=trained.dataset_id,
-        feature_names=list(trained.feature_names),
-        metrics=dict(trained.metrics),
-        created_at=created,
-        updated_at=created,
-    )
-    publish(settings, codecs_for(settings), [record])
-    metrics = ", ".join(
-        f"{k}={v:.3f}" for k, v in sorted(trained.metrics.items()) if isinstance(v, float)
-    )
-    print(
-        f"registered {record.key} as {CANDIDATE}: {metrics}; card {trained.card_path}",
-        file=sys.stderr,
-    )
-    return trained.version

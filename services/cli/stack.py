@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import signal
-import sys
-import threading
 from typing import Any
 
 from services.core.domains import load_domain, load_domains
-from services.core.errors import StackError
 from services.core.kafka import create_topics, topic_specs
 from services.core.settings import StackSettings, load_settings
-from services.stack import local
 
 
 def register(commands: Any) -> None:
@@ -63,53 +57,22 @@ def register(commands: Any) -> None:
     get.set_defaults(handler=cmd_features_get)
 
 
-def _plain_settings() -> StackSettings:
-    """Settings for `up`: servers only from the environment, never from an old stack.env."""
-    return StackSettings()
-
-
 def cmd_up(args: argparse.Namespace) -> int:
-    settings = _plain_settings()
-    previous = local.read_state(settings.home)
-    if previous is not None and local.running(previous):
-        raise StackError(
-            f"a stack is already up (Kafka {previous.kafka_bootstrap}, {previous.redis_url}); "
-            "run `streamml down` first"
-        )
-    # Feast takes seconds to import: that happens while the servers start.
-    threading.Thread(target=local.import_feast, name="import-feast", daemon=True).start()
-    state, processes = local.start_servers(
-        settings,
+    from services.stack.up import up
+
+    up(
         detach=args.detach,
+        brokers=args.brokers,
         kafka_port=args.kafka_port,
         redis_port=args.redis_port,
-        brokers=args.brokers,
     )
-    try:
-        local.prepare(local.connected(settings, state))
-        env_path = local.write_state(settings, state)
-    except BaseException:
-        local.stop_started(settings.home, processes)
-        raise
-    print(f"broker {state.broker}\nKafka  {state.kafka_bootstrap}")
-    print(f"Redis  {state.redis_url}\nwrote  {env_path}")
-    if args.detach:
-        return 0
-    print("stack up; Ctrl-C stops it", file=sys.stderr)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    with contextlib.suppress(KeyboardInterrupt):
-        stopped.wait()
-    local.stop(settings.home)
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    home = _plain_settings().home
-    state = local.stop(home, wipe=args.wipe)
-    print("stack stopped" if state is not None else "no stack was up")
-    if args.wipe:
-        print(f"deleted the stack's data under {home}")
+    from services.stack.up import down
+
+    down(wipe=args.wipe)
     return 0
 
 
@@ -131,19 +94,9 @@ def cmd_features_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_features_get(args: argparse.Namespace) -> int:
-    from services.featurestore.feast_objects import feature_view_name
-    from services.featurestore.store import open_store
+    from services.featurestore.store import online_row
 
     settings = load_settings(StackSettings)
     domain = load_domain(settings.features_dir, args.domain)
-    field, _, value = args.entity.partition("=")
-    entity = next((e for e in domain.entities if e.key_field == field), None)
-    if entity is None or not value:
-        keys = ", ".join(e.key_field for e in domain.entities)
-        raise StackError(f"expected KEY_FIELD=VALUE with one of: {keys}")
-    view = feature_view_name(domain, entity.name)
-    refs = [f"{view}:{f.name}" for f in domain.features_of(entity.name)]
-    response = open_store(settings).get_online_features(features=refs, entity_rows=[{field: value}])
-    row = {k: v[0] for k, v in response.to_dict().items()}
-    print(json.dumps(row, default=str))
+    print(json.dumps(online_row(settings, domain, args.entity), default=str))
     return 0

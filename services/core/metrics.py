@@ -6,9 +6,12 @@ module-level globals, so tests and several services in one process do not collid
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
 
 NAMESPACE = "streamml"
 
@@ -67,6 +70,14 @@ def serve_metrics(registry: CollectorRegistry, port: int, host: str) -> int:
     server, _thread = start_http_server(port, addr=host, registry=registry)
     bound: int = server.server_port
     return bound
+
+
+def served_registry(port: int, host: str) -> CollectorRegistry:
+    """A new registry, served on ``/metrics`` (the bound address logged): a service's metrics."""
+    registry = CollectorRegistry()
+    bound = serve_metrics(registry, port, host=host)
+    log.info("metrics on http://%s:%d/metrics", host, bound)
+    return registry
 
 
 class MetricMaker:

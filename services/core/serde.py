@@ -23,6 +23,7 @@ from services.core.errors import (
 )
 from services.core.flatavro import compile_codec
 from services.core.schemas import Schema, SchemaStore
+from services.core.settings import StackSettings
 from services.core.topics import schema_subject
 
 Record = dict[str, Any]
@@ -169,3 +170,9 @@ class CodecFactory:
             )
             self._codecs[topic] = codec
         return codec
+
+
+def codecs_for(settings: StackSettings) -> CodecFactory:
+    """The codecs the settings choose: the schemas directory's, through a schema registry when
+    one is configured."""
+    return CodecFactory(SchemaStore.from_dir(settings.schemas_dir), settings.schema_registry_url)

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import yaml
 
 from services.core.declarations import Domain
-from services.core.errors import ConfigError
+from services.core.errors import ConfigError, StackError
 from services.core.settings import StackSettings
-from services.featurestore.feast_objects import feast_objects
+from services.featurestore.feast_objects import feast_objects, feature_view_name
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +75,16 @@ def apply_declarations(settings: StackSettings, domains: list[Domain]) -> list[s
     names = [o.name for o in objects if o.__class__.__name__ == "FeatureView"]
     log.info("feast: applied %s", ", ".join(names))
     return names
+
+
+def online_row(settings: StackSettings, domain: Domain, entity: str) -> dict[str, Any]:
+    """One entity's online features, ``entity`` given as ``KEY_FIELD=VALUE``."""
+    field, _, value = entity.partition("=")
+    declared = next((e for e in domain.entities if e.key_field == field), None)
+    if declared is None or not value:
+        keys = ", ".join(e.key_field for e in domain.entities)
+        raise StackError(f"expected KEY_FIELD=VALUE with one of: {keys}")
+    view = feature_view_name(domain, declared.name)
+    refs = [f"{view}:{f.name}" for f in domain.features_of(declared.name)]
+    response = open_store(settings).get_online_features(features=refs, entity_rows=[{field: value}])
+    return {k: v[0] for k, v in response.to_dict().items()}

@@ -13,6 +13,7 @@ from services.core.errors import ModelError
 Matrix = npt.NDArray[np.float32]
 Scores = npt.NDArray[np.float64]
 
+KIND = "onnx"
 INPUT_NAME = "features"
 
 

@@ -17,13 +17,16 @@ import redis
 
 from services.core.declarations import Domain
 from services.core.serde import Record
+from services.core.settings import StackSettings
 from services.featurestore.redis_layout import (
     RedisLayout,
     ViewLayout,
     decode_timestamp_ms,
     decode_value,
+    layout_for,
     view_layouts,
 )
+from services.featurestore.store import open_store
 
 MISSING_FEATURE = "missing_feature"
 STALE_FEATURE = "stale_feature"
@@ -89,3 +92,11 @@ class OnlineFeatureReader:
 def _read_of(view: ViewLayout, wanted: set[str]) -> _EntityRead:
     features = tuple((name, field) for name, field, _ in view.fields if name in wanted)
     return _EntityRead(view.key_field, view.ts_field, features)
+
+
+def open_online_reader(settings: StackSettings, domain: Domain) -> OnlineFeatureReader | None:
+    """The reader of the features a vector does not carry; None when the domain has none."""
+    if not domain.online_features:
+        return None
+    client = redis.Redis.from_url(settings.redis)
+    return OnlineFeatureReader(client, layout_for(open_store(settings)), domain)

@@ -26,9 +26,9 @@ from services.registry.artifacts import ModelStore
 from services.scorer.batch import BatchResult, BatchScorer, Incoming, ModelCaller, VectorScorer
 from services.scorer.dedup import RecentIds, recent_predictions_for
 from services.scorer.follower import RegistryFollower
+from services.scorer.learning.outcomes import OutcomeLearning
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.online import OnlineFeatureReader
-from services.scorer.outcomes import OutcomeLearning
 from services.scorer.serving import Lineup
 from services.scorer.settings import ScorerSettings
 

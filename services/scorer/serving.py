@@ -19,6 +19,7 @@ from services.core.declarations import Domain
 from services.core.errors import ModelError
 from services.models.river import KIND as RIVER
 from services.models.river import RiverModel
+from services.models.runtimes import KIND as ONNX
 from services.models.runtimes import HeuristicModel, ModelRuntime, OnnxModel
 from services.registry.artifacts import ModelStore
 from services.registry.versions import CANARY, CHAMPION, SHADOW, ModelVersion
@@ -98,7 +99,7 @@ def load_serving(record: ModelVersion, store: ModelStore, threads: int, role: st
 
 def load_runtime(record: ModelVersion, artifact: bytes, threads: int) -> ModelRuntime:
     names = tuple(record.feature_names)
-    if record.kind == "onnx":
+    if record.kind == ONNX:
         return OnnxModel(artifact, names, threads)
     if record.kind == RIVER:
         return RiverModel.from_bytes(artifact, names)

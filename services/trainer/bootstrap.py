@@ -21,6 +21,7 @@ import onnxruntime
 import torch
 
 from services.core.declarations import Domain
+from services.models.runtimes import KIND
 from services.producer.synthetic import PaymentsGenerator
 from services.registry.artifacts import ARTIFACT_FILE, CARD_FILE, ModelStore
 from services.trainer.dataset import Dataset, build_dataset, split
@@ -113,7 +114,7 @@ def train_bootstrap(
     card = {
         **base_card(
             domain,
-            kind="onnx",
+            kind=KIND,
             version=version,
             dataset=dataset,
             train=train,

@@ -84,7 +84,8 @@ def clear_trials(settings: StackSettings, model_name: str) -> None:
     expects the champion alone gets it (the session shares one registry)."""
     from services.core.schemas import SchemaStore
     from services.core.serde import CodecFactory
-    from services.registry.versions import CANARY, SHADOW, end_trial, read_registry
+    from services.registry.stages import end_trial
+    from services.registry.versions import CANARY, SHADOW, read_registry
 
     codecs = CodecFactory(SchemaStore.from_dir(settings.schemas_dir))
     view = read_registry(settings, codecs)

@@ -27,9 +27,9 @@ from services.core.domains import load_domain
 from services.core.schemas import SchemaStore
 from services.core.serde import CodecFactory
 from services.core.settings import StackSettings
-from services.demo.pipeline import ServiceProcess, service_env
 from services.producer.publish import publish_synthetic
 from services.stack import local
+from services.stack.services import ServiceProcess, service_env
 from tests.integration.helpers import TopicReader
 from tests.outside import OutsideCodec
 

@@ -20,13 +20,13 @@ from services.core.schemas import SchemaStore
 from services.core.serde import Codec, CodecFactory
 from services.core.settings import HISTORY_FETCH_WAIT_MS, StackSettings
 from services.core.windows import EntityAggregator, EntityWindow
-from services.demo.pipeline import ServiceProcess, service_env
 from services.featurestore.store import open_store
 from services.featurizer.processor import Accepted, EventProcessor
 from services.featurizer.restore import read_changelogs
 from services.featurizer.secondary import forward_key, forward_partition
 from services.featurizer.state import EntryCodec, entry_key
 from services.stack.processes import free_port
+from services.stack.services import ServiceProcess, service_env
 from tests.integration.helpers import TopicReader, publish
 
 pytestmark = pytest.mark.integration

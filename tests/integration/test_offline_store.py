@@ -27,10 +27,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from services.core.domains import load_domain
 from services.core.settings import StackSettings
-from services.demo.pipeline import ServiceProcess, service_env
 from services.featurelog.history import training_rows
 from services.featurelog.parts import log_dir
 from services.stack.processes import free_port, stop_pid
+from services.stack.services import ServiceProcess, service_env
 from tests.integration.helpers import TopicReader, publish
 from tests.outside import OutsideCodec
 

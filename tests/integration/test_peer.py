@@ -11,10 +11,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from services.bench.peer.app import APP_ID
 from services.bench.peer.runner import PeerPipeline
-from services.cli.models import train_and_register
 from services.core.domains import load_domain
 from services.core.settings import StackSettings
 from services.registry.artifacts import ModelStore, path_of
+from services.trainer.publish import train_and_register
 from tests.integration.helpers import TopicReader, by_event_id, publish
 from tests.outside import OutsideCodec
 

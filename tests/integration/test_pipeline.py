@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.models import train_and_register
 from services.core.domains import load_domain
 from services.core.schemas import SchemaStore
 from services.core.serde import CodecFactory
 from services.core.settings import StackSettings
-from services.demo.pipeline import ServiceProcess, service_env
-from services.registry.versions import promote, read_registry
+from services.registry.stages import promote
+from services.registry.versions import read_registry
 from services.stack.processes import free_port
+from services.stack.services import ServiceProcess, service_env
+from services.trainer.publish import train_and_register
 from tests.integration.helpers import TopicReader, by_event_id, publish
 from tests.outside import OutsideCodec
 

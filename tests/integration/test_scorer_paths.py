@@ -25,19 +25,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.cli.models import train_and_register
 from services.core.domains import load_domain
 from services.core.schemas import SchemaStore
 from services.core.serde import CodecFactory
 from services.core.settings import StackSettings
-from services.demo.pipeline import ServiceProcess, service_env
 from services.featurestore.feast_objects import feature_view_name
 from services.featurestore.store import apply_declarations, open_store
 from services.models.runtimes import OnnxModel
 from services.registry.artifacts import ModelStore
-from services.registry.versions import CANARY, promote, stage_trial
+from services.registry.stages import promote, stage_trial
+from services.registry.versions import CANARY
 from services.scorer.serving import canary_bucket
 from services.stack.processes import free_port
+from services.stack.services import ServiceProcess, service_env
+from services.trainer.publish import train_and_register
 from tests.integration.helpers import TopicReader
 from tests.integration.helpers import publish as publish_records
 from tests.outside import OutsideCodec

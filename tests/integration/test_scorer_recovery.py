@@ -17,7 +17,7 @@ from services.core.errors import SerializationError
 from services.core.schemas import SchemaStore
 from services.core.serde import Codec, CodecFactory
 from services.core.settings import StackSettings
-from services.demo.pipeline import ServiceProcess, service_env
+from services.stack.services import ServiceProcess, service_env
 from tests.integration.helpers import TopicReader
 
 pytestmark = pytest.mark.integration

@@ -12,18 +12,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.cli.models import RIVER, train_and_register
 from services.core.domains import load_domain
 from services.core.schemas import SchemaStore
 from services.core.serde import CodecFactory
 from services.core.settings import StackSettings
-from services.demo.pipeline import ServiceProcess, service_env
 from services.featurestore.feast_objects import feature_view_name
 from services.featurestore.store import apply_declarations, open_store
 from services.models.river import RiverModel
 from services.registry.artifacts import ModelStore
-from services.registry.versions import promote, read_registry
+from services.registry.stages import promote
+from services.registry.versions import read_registry
 from services.stack.processes import free_port
+from services.stack.services import ServiceProcess, service_env
+from services.trainer.publish import RIVER, train_and_register
 from tests.integration.helpers import TopicReader, clear_trials, publish
 from tests.outside import OutsideCodec
 

@@ -26,8 +26,8 @@ import pytest
 from services.core.domains import load_domain, load_domains
 from services.core.kafka import create_topics, topic_specs
 from services.core.settings import StackSettings
-from services.demo.pipeline import ServiceProcess, service_env
 from services.featurestore.store import apply_declarations, open_store
+from services.stack.services import ServiceProcess, service_env
 from tests.integration.helpers import TopicReader, publish
 from tests.outside import OutsideCodec
 

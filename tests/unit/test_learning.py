@@ -15,7 +15,7 @@ from services.core.serde import CodecFactory
 from services.models.river import ARTIFACT_FILE, RiverModel
 from services.registry.artifacts import ModelStore
 from services.registry.versions import CANDIDATE, CHAMPION, ModelVersion
-from services.scorer.learning import LearnCounts, OnlineLearner, snapshot_record
+from services.scorer.learning.learner import LearnCounts, OnlineLearner, snapshot_record
 
 NAMES = ("amount", "txn_count_5m")
 MODEL = "fraud"

@@ -11,7 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.cli.score_batch import (
+from services.core.declarations import Domain
+from services.core.errors import ConfigError, ModelError
+from services.models.runtimes import OnnxModel
+from services.registry.artifacts import ModelStore
+from services.registry.versions import CANARY, CANDIDATE, CHAMPION, ModelVersion, RegistryView
+from services.scorer.batch import ModelCaller, VectorScorer
+from services.scorer.offline import (
     OUTPUT_FIELDS,
     check_columns,
     check_output,
@@ -21,12 +27,6 @@ from services.cli.score_batch import (
     score_file,
     serving_lineup,
 )
-from services.core.declarations import Domain
-from services.core.errors import ConfigError, ModelError
-from services.models.runtimes import OnnxModel
-from services.registry.artifacts import ModelStore
-from services.registry.versions import CANARY, CANDIDATE, CHAMPION, ModelVersion, RegistryView
-from services.scorer.batch import ModelCaller, VectorScorer
 from services.scorer.serving import Lineup, canary_bucket, heuristic_serving
 from services.scorer.vectors import VectorSpec
 from tests.unit.test_scorer_http import ONLINE, vector

@@ -19,7 +19,8 @@ from prometheus_client import CollectorRegistry
 from services.core.declarations import Domain
 from services.core.errors import StackError
 from services.scorer.batch import ModelCaller, VectorScorer
-from services.scorer.http import ScoringApi, ScoringHttpServer
+from services.scorer.http.api import ScoringApi
+from services.scorer.http.server import ScoringHttpServer
 from services.scorer.online import MISSING_FEATURE
 from services.scorer.serving import Lineup, Serving, canary_bucket, heuristic_serving
 from services.scorer.vectors import InvalidVectorError, Kind, VectorSpec

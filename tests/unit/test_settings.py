@@ -175,7 +175,7 @@ def test_each_host_gets_its_own_transactional_ids_by_default(
 def test_child_services_get_the_fetch_wait_and_session_timeout_their_parent_chose(
     clean_env: Path,
 ) -> None:
-    from services.demo.pipeline import service_env
+    from services.stack.services import service_env
 
     chosen = StackSettings(
         home=clean_env,

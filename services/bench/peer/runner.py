@@ -12,8 +12,8 @@ from services.core.domains import load_domain
 from services.core.errors import StackError
 from services.core.kafka import partition_count
 from services.core.settings import StackSettings
-from services.demo.pipeline import ServiceProcess, service_env
 from services.stack.processes import tail
+from services.stack.services import ServiceProcess, service_env
 
 PROCESS = "peer"
 LOG_FILE = "peer.log"

@@ -1,4 +1,4 @@
-"""Runs services as child processes against one stack, and stops them cleanly."""
+"""Runs services (`streamml run ...`) as child processes against one stack, and stops them."""
 
 from __future__ import annotations
 

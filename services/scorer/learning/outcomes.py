@@ -26,7 +26,7 @@ from services.models.river import RiverModel
 from services.registry.artifacts import ModelStore
 from services.registry.versions import publish, read_registry
 from services.scorer.batch import Scored
-from services.scorer.learning import OnlineLearner, snapshot_record
+from services.scorer.learning.learner import OnlineLearner, snapshot_record
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.serving import Lineup
 
