@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from services.bench.output import report
 from services.core.errors import ConfigError
 from services.core.settings import StackSettings
 
@@ -136,7 +137,6 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_featurizer(args: argparse.Namespace) -> int:
     from services.bench import featurizer
-    from services.bench.output import report
 
     result = featurizer.run(StackSettings(), events=args.events, cards=args.cards, core=args.core)
     report(result, args.out)
@@ -145,7 +145,6 @@ def cmd_featurizer(args: argparse.Namespace) -> int:
 
 def cmd_scorer(args: argparse.Namespace) -> int:
     from services.bench import scorer
-    from services.bench.output import report
 
     result = scorer.run(
         StackSettings(),
@@ -161,7 +160,6 @@ def cmd_scorer(args: argparse.Namespace) -> int:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from services.bench import broker
-    from services.bench.output import report
 
     result = broker.run(StackSettings(), seconds=args.seconds)
     report(result, args.out)
@@ -171,7 +169,6 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def cmd_floor(args: argparse.Namespace) -> int:
     from services.bench import floor
-    from services.bench.output import report
 
     result = floor.run(
         StackSettings(),

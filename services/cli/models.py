@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from services.core.declarations import Domain
 from services.core.domains import load_domain
 from services.core.errors import ConfigError
 from services.core.serde import codecs_for
@@ -68,8 +69,7 @@ def register(commands: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    settings = load_settings(StackSettings)
-    domain = load_domain(settings.features_dir, args.domain)
+    settings, domain = _settings_and_domain(args)
     if not args.bootstrap:
         raise ConfigError("only --bootstrap training (on synthetic data) exists so far")
     print(train_and_register(settings, domain, seed=args.seed, events=args.events, kind=args.kind))
@@ -77,8 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    settings = load_settings(StackSettings)
-    domain = load_domain(settings.features_dir, args.domain)
+    settings, domain = _settings_and_domain(args)
     versions = read_registry(settings, codecs_for(settings)).versions(domain.model_name)
     if not versions:
         hint = f"streamml train {domain.name} --bootstrap"
@@ -92,24 +91,21 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    settings = load_settings(StackSettings)
-    domain = load_domain(settings.features_dir, args.domain)
+    settings, domain = _settings_and_domain(args)
     promoted = promote(settings, codecs_for(settings), domain.model_name, args.version)
     print(f"{promoted.key} is now {CHAMPION}")
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    settings = load_settings(StackSettings)
-    domain = load_domain(settings.features_dir, args.domain)
+    settings, domain = _settings_and_domain(args)
     restored, retired = rollback(settings, codecs_for(settings), domain.model_name)
     print(f"{restored.key} is {CHAMPION} again; {retired.key} archived")
     return 0
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
-    settings = load_settings(StackSettings)
-    domain = load_domain(settings.features_dir, args.domain)
+    settings, domain = _settings_and_domain(args)
     staged = stage_trial(
         settings, codecs_for(settings), domain.model_name, args.version, args.stage, args.share
     )
@@ -119,8 +115,12 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
 
 def cmd_end_trial(args: argparse.Namespace) -> int:
-    settings = load_settings(StackSettings)
-    domain = load_domain(settings.features_dir, args.domain)
+    settings, domain = _settings_and_domain(args)
     ended = end_trial(settings, codecs_for(settings), domain.model_name, args.stage)
     print(f"{ended.key} is a {CANDIDATE} again")
     return 0
+
+
+def _settings_and_domain(args: argparse.Namespace) -> tuple[StackSettings, Domain]:
+    settings = load_settings(StackSettings)
+    return settings, load_domain(settings.features_dir, args.domain)

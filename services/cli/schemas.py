@@ -8,7 +8,7 @@ from typing import Any
 
 from services.core.domains import load_domain, load_domains
 from services.core.settings import StackSettings, load_settings
-from services.schematools.schemagen import GeneratedSchema, generated_schemas
+from services.schematools.schemagen import generate
 
 
 def register(commands: Any) -> None:
@@ -34,18 +34,4 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if args.domain
         else list(load_domains(settings.features_dir).values())
     )
-    generated: list[GeneratedSchema] = [
-        g for domain in domains for g in generated_schemas(domain, settings.schemas_dir)
-    ]
-    if args.check:
-        stale = [g for g in generated if not g.is_current()]
-        for g in stale:
-            print(f"{g.path} differs from what its declaration generates", file=sys.stderr)
-        if stale:
-            print("run `streamml schemas generate` and commit the result", file=sys.stderr)
-            return 1
-        print(f"{len(generated)} generated schemas are up to date")
-        return 0
-    for g in generated:
-        print(f"{'wrote' if g.write() else 'unchanged'} {g.path}")
-    return 0
+    return generate(domains, settings.schemas_dir, check=args.check, out=sys.stdout)

@@ -47,6 +47,11 @@ SCORER_HTTP_SECONDS = "scorer_http_request_seconds"  # by route
 SCORER_HTTP_PREDICTIONS = "scorer_http_predictions"  # _total, by model_version and served_by
 SCORER_HTTP_FALLBACKS = "scorer_http_fallbacks"  # _total, by cause
 
+FEATURE_LOG_ROWS_WRITTEN = "feature_log_rows_written"  # _total, by domain
+FEATURE_LOG_FILES_WRITTEN = "feature_log_files_written"  # _total, by domain
+FEATURE_LOG_WRITE_SECONDS = "feature_log_write_seconds"  # one part file, written and renamed
+FEATURE_LOG_DLQ = "feature_log_dlq"  # _total, by domain and reason
+
 LATENCY_BUCKETS = (
     0.001,
     0.002,
@@ -84,18 +89,34 @@ class MetricMaker:
     """Builds metrics in one registry under the project's namespace, so each definition says
     only its name, help, labels (and buckets)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, leading: Sequence[str] = ()) -> None:
         self._registry = registry
+        self._leading = tuple(leading)
+
+    def with_leading(self, *labels: str) -> MetricMaker:
+        """A maker whose metrics all start with ``labels`` (``"domain"`` in every service),
+        so each definition names only the labels of its own."""
+        return MetricMaker(self._registry, (*self._leading, *labels))
 
     def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
-        return Counter(name, doc, labels, namespace=NAMESPACE, registry=self._registry)
+        return Counter(
+            name, doc, self._labels(labels), namespace=NAMESPACE, registry=self._registry
+        )
 
     def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
-        return Gauge(name, doc, labels, namespace=NAMESPACE, registry=self._registry)
+        return Gauge(name, doc, self._labels(labels), namespace=NAMESPACE, registry=self._registry)
 
     def histogram(
         self, name: str, doc: str, labels: Sequence[str] = (), *, buckets: Sequence[float]
     ) -> Histogram:
         return Histogram(
-            name, doc, labels, namespace=NAMESPACE, registry=self._registry, buckets=buckets
+            name,
+            doc,
+            self._labels(labels),
+            namespace=NAMESPACE,
+            registry=self._registry,
+            buckets=buckets,
         )
+
+    def _labels(self, labels: Sequence[str]) -> list[str]:
+        return [*self._leading, *labels]

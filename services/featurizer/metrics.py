@@ -28,43 +28,40 @@ class FeaturizerMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry) -> FeaturizerMetrics:
         make = names.MetricMaker(registry)
+        per_domain = make.with_leading("domain")
         return cls(
-            events=make.counter(names.FEATURIZER_EVENTS, "Events read", ["domain"]),
-            vectors=make.counter(
+            events=per_domain.counter(names.FEATURIZER_EVENTS, "Events read"),
+            vectors=per_domain.counter(
                 names.FEATURIZER_VECTORS,
                 "Feature vectors published",
-                ["domain"],
             ),
-            dead_letters=make.counter(
+            dead_letters=per_domain.counter(
                 names.FEATURIZER_DLQ,
                 "Events sent to the DLQ",
-                ["domain", "reason"],
+                ["reason"],
             ),
-            restored=make.counter(
+            restored=per_domain.counter(
                 names.FEATURIZER_RESTORED,
                 "Window entries restored from the changelog when partitions were assigned",
-                ["domain", "entity"],
+                ["entity"],
             ),
-            forwarded_again=make.counter(
+            forwarded_again=per_domain.counter(
                 names.FEATURIZER_FORWARDED_AGAIN,
                 "Forwarded events received again after a crash and not counted twice",
-                ["domain", "entity"],
+                ["entity"],
             ),
-            duplicates=make.counter(
+            duplicates=per_domain.counter(
                 names.FEATURIZER_DUPLICATES,
                 "Duplicate events dropped",
-                ["domain"],
             ),
-            process_seconds=make.histogram(
+            process_seconds=per_domain.histogram(
                 names.FEATURIZER_PROCESS_SECONDS,
                 "Time to process one event",
-                ["domain"],
                 buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05),
             ),
-            lag_seconds=make.histogram(
+            lag_seconds=per_domain.histogram(
                 names.FEATURIZER_LAG_SECONDS,
                 "Wall clock minus event time at processing",
-                ["domain"],
                 buckets=names.LATENCY_BUCKETS,
             ),
             write_rows=make.histogram(

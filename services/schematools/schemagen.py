@@ -16,11 +16,12 @@ from __future__ import annotations
 import copy
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from services.core.declarations import Aggregation, Domain, Feature
 from services.core.errors import ConfigError
@@ -82,6 +83,24 @@ def generated_schemas(domain: Domain, schemas_dir: Path) -> list[GeneratedSchema
             predictions_schema(domain, events),
         ),
     ]
+
+
+def generate(domains: list[Domain], schemas_dir: Path, *, check: bool, out: TextIO) -> int:
+    """``streamml schemas generate``: writes each domain's derived schemas (or, with ``check``,
+    writes nothing and names each file that differs); returns the exit code, 1 when stale."""
+    generated = [g for domain in domains for g in generated_schemas(domain, schemas_dir)]
+    if check:
+        stale = [g for g in generated if not g.is_current()]
+        for g in stale:
+            print(f"{g.path} differs from what its declaration generates", file=sys.stderr)
+        if stale:
+            print("run `streamml schemas generate` and commit the result", file=sys.stderr)
+            return 1
+        print(f"{len(generated)} generated schemas are up to date", file=out)
+        return 0
+    for g in generated:
+        print(f"{'wrote' if g.write() else 'unchanged'} {g.path}", file=out)
+    return 0
 
 
 def read_events_schema(domain: Domain, schemas_dir: Path) -> Schema:

@@ -28,76 +28,70 @@ class ScorerMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ScorerMetrics:
         make = names.MetricMaker(registry)
+        per_domain = make.with_leading("domain")
         return cls(
-            predictions=make.counter(
+            predictions=per_domain.counter(
                 names.SCORER_PREDICTIONS,
                 "Predictions published",
-                ["domain", "model_version", "served_by"],
+                ["model_version", "served_by"],
             ),
-            batch_size=make.histogram(
+            batch_size=per_domain.histogram(
                 names.SCORER_BATCH_SIZE,
                 "Events per micro-batch",
-                ["domain"],
                 buckets=names.BATCH_BUCKETS,
             ),
-            inference_seconds=make.histogram(
+            inference_seconds=per_domain.histogram(
                 names.SCORER_INFERENCE_SECONDS,
                 "Model time per micro-batch",
-                ["domain"],
                 buckets=names.LATENCY_BUCKETS,
             ),
-            commit_seconds=make.histogram(
+            commit_seconds=per_domain.histogram(
                 names.SCORER_COMMIT_SECONDS,
                 "Publishing a micro-batch: its Kafka transaction, from begin to committed",
-                ["domain"],
                 buckets=names.LATENCY_BUCKETS,
             ),
-            end_to_end_seconds=make.histogram(
+            end_to_end_seconds=per_domain.histogram(
                 names.SCORER_END_TO_END_SECONDS,
                 "Event time to prediction publish",
-                ["domain"],
                 buckets=names.LATENCY_BUCKETS,
             ),
-            dead_letters=make.counter(
+            dead_letters=per_domain.counter(
                 names.SCORER_DLQ,
                 "Feature records sent to the DLQ",
-                ["domain", "reason"],
+                ["reason"],
             ),
-            duplicates=make.counter(
+            duplicates=per_domain.counter(
                 names.SCORER_DUPLICATES,
                 "Feature vectors seen again for a scored event",
-                ["domain"],
             ),
-            model_loads=make.counter(
+            model_loads=per_domain.counter(
                 names.SCORER_MODEL_LOADS,
                 "Model load attempts",
-                ["domain", "outcome"],
+                ["outcome"],
             ),
-            fallbacks=make.counter(
+            fallbacks=per_domain.counter(
                 names.SCORER_FALLBACKS,
                 "Events scored by the heuristic",
-                ["domain", "cause"],
+                ["cause"],
             ),
-            outcomes=make.counter(
+            outcomes=per_domain.counter(
                 names.SCORER_OUTCOMES,
                 "Outcomes read by online models: learned, unknown (event not remembered), "
                 "duplicate, undecodable",
-                ["domain", "result"],
+                ["result"],
             ),
-            snapshots=make.counter(
+            snapshots=per_domain.counter(
                 names.SCORER_SNAPSHOTS,
                 "Online-model snapshots saved and registered as candidates",
-                ["domain"],
             ),
-            lag=make.gauge(
+            lag=per_domain.gauge(
                 names.SCORER_LAG,
                 "Feature records not yet consumed, per partition (from the last fetch)",
-                ["domain", "partition"],
+                ["partition"],
             ),
-            recoveries=make.counter(
+            recoveries=per_domain.counter(
                 names.SCORER_RECOVERIES,
                 "Micro-batches whose transaction failed (a broker or coordinator lost): the "
                 "scorer rewound to the last commit and scored them again, without a restart",
-                ["domain"],
             ),
         )
