@@ -23,7 +23,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"cli"}),
     frozenset({"bench", "demo"}),
     frozenset({"featurizer", "scorer", "trainer", "featurelog", "stack"}),
-    frozenset({"registry", "producer", "featurestore", "schematools"}),
+    frozenset({"registry", "producer", "featurestore", "schematools", "integrations"}),
     frozenset({"models"}),
     frozenset({"core"}),
 )
@@ -158,6 +158,12 @@ def test_no_import_cycles_between_modules() -> None:
     assert cycle is None, " -> ".join(cycle or [])
 
 
+def test_the_cycle_check_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "p": {"p.x"}, "p.x": {"p"}}
+    assert _a_cycle(graph) == ["a", "b", "c", "a"]
+    assert _a_cycle({"a": {"b"}, "b": set(), "p": {"p.x"}, "p.x": {"p"}}) is None
+
+
 def _a_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """A cycle of ``graph`` (package ``__init__`` modules aside), or None."""
     state: dict[str, int] = {}  # 1: on the path, 2: done
@@ -170,7 +176,7 @@ def _a_cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if nxt.startswith(f"{node}.") or node.startswith(f"{nxt}."):
                 continue  # a package and its own modules
             if state.get(nxt) == 1:
-                return path[path.index(nxt) :] + [nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt not in state and (found := visit(nxt)) is not None:
                 return found
         path.pop()

@@ -8,7 +8,7 @@ import gc
 import faust
 import pytest
 
-from services.core.faust_transport import Transport, broker_url, fetch_wait_from
+from services.integrations.faust_transport import Transport, broker_url, fetch_wait_from
 
 
 def test_broker_url_carries_the_fetch_wait_for_every_server() -> None:

@@ -33,10 +33,10 @@ from services.bench.peer.feast_repo import apply_repo, push_source_name, view_na
 from services.core.declarations import Domain
 from services.core.domains import load_domain
 from services.core.errors import ConfigError, SerializationError
-from services.core.faust_transport import broker_url
 from services.core.kafka import TopicSpec, create_topics, partition_count
 from services.core.schemas import SchemaStore
 from services.core.serde import Codec, CodecFactory, Record
+from services.integrations.faust_transport import broker_url
 from services.models.runtimes import OnnxModel
 from services.registry.artifacts import CARD_FILE
 from services.registry.versions import CHAMPION, now_ms

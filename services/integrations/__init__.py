@@ -1,0 +1,1 @@
+"""streamml for other stream frameworks' apps: a faust transport (scheme ``streamml://``)."""
