@@ -25,16 +25,14 @@ from services.featurestore.feast_objects import feature_view_name
 from services.featurestore.store import apply_declarations, open_store
 from services.models.runtimes import OnnxModel
 from services.registry.artifacts import ModelStore
+from services.registry.stages import end_trial, promote, stage_trial
 from services.registry.versions import (
     CANARY,
     CANDIDATE,
     SHADOW,
     ModelVersion,
-    end_trial,
-    promote,
     publish,
     read_registry,
-    stage_trial,
 )
 from services.scorer.serving import canary_bucket
 from services.stack.services import ServiceProcess, service_env
