@@ -1,9 +1,16 @@
-"""``run featurizer`` and ``run scorer``: the long-running services."""
+"""``run featurizer|scorer|monitor``: the long-running services, each its room's ``main.run``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from typing import Any
+
+SERVICES = {
+    "featurizer": "events -> features",
+    "scorer": "features -> predictions (confluent-kafka, ONNX Runtime)",
+    "monitor": "predictions + outcomes + vectors -> <domain>.labelled (each joined event once)",
+}
 
 
 def register(commands: Any) -> None:
@@ -11,25 +18,17 @@ def register(commands: Any) -> None:
         "run", help="run a service in the foreground (SIGTERM stops it cleanly)"
     )
     services = run.add_subparsers(dest="service", required=True)
-    featurizer = services.add_parser("featurizer", help="events -> features")
-    featurizer.add_argument(
-        "--domain", action="append", help="only these domains (default: all declared)"
-    )
-    featurizer.set_defaults(handler=cmd_featurizer)
-    scorer = services.add_parser(
-        "scorer", help="features -> predictions (confluent-kafka, ONNX Runtime)"
-    )
-    scorer.add_argument("--domain", default="payments")
-    scorer.set_defaults(handler=cmd_scorer)
+    for name, summary in SERVICES.items():
+        service = services.add_parser(name, help=summary)
+        if name == "featurizer":
+            service.add_argument(
+                "--domain", action="append", help="only these domains (default: all declared)"
+            )
+        else:
+            service.add_argument("--domain", default="payments")
+        service.set_defaults(handler=cmd_run)
 
 
-def cmd_featurizer(args: argparse.Namespace) -> int:
-    from services.featurizer.main import run
-
-    return run(args.domain)
-
-
-def cmd_scorer(args: argparse.Namespace) -> int:
-    from services.scorer.main import run
-
-    return run(args.domain)
+def cmd_run(args: argparse.Namespace) -> int:
+    code: int = importlib.import_module(f"services.{args.service}.main").run(args.domain)
+    return code

@@ -103,6 +103,21 @@ class Heuristic:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """How the monitor watches a domain; every field has a default, so a domain that declares
+    nothing is monitored too."""
+
+    # How long, in event time, a prediction waits for its outcome (and an outcome for its
+    # prediction) before it counts as unlabelled (unmatched): long enough for the slowest
+    # truth to arrive, short enough that the join's state stays bounded.
+    join_ttl: timedelta = timedelta(hours=24)
+
+    def __post_init__(self) -> None:
+        if self.join_ttl <= timedelta(0):
+            raise ValueError(f"join_ttl must be positive, not {self.join_ttl}")
+
+
+@dataclass(frozen=True)
 class Domain:
     """Everything the platform needs to know about one stream of events."""
 
@@ -121,6 +136,7 @@ class Domain:
     allowed_lateness: timedelta = timedelta(hours=1)
     max_future: timedelta = timedelta(minutes=10)
     max_past: timedelta = timedelta(days=7)
+    monitoring: Monitoring = field(default_factory=Monitoring)
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.features] + list(self.passthrough)

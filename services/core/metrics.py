@@ -47,6 +47,15 @@ SCORER_HTTP_SECONDS = "scorer_http_request_seconds"  # by route
 SCORER_HTTP_PREDICTIONS = "scorer_http_predictions"  # _total, by model_version and served_by
 SCORER_HTTP_FALLBACKS = "scorer_http_fallbacks"  # _total, by cause
 
+MONITOR_PARTS = "monitor_parts"  # _total, by domain and kind (prediction, outcome, features)
+MONITOR_REFUSED = "monitor_refused"  # _total, by domain, topic and reason
+MONITOR_JOINED = "monitor_joined"  # _total, by domain and with_features
+MONITOR_UNLABELLED = "monitor_unlabelled"  # _total: predictions with no outcome in the TTL
+MONITOR_UNMATCHED = "monitor_unmatched"  # _total: outcomes with no prediction in the TTL
+MONITOR_DUPLICATES = "monitor_duplicates"  # _total: parts seen again
+MONITOR_PENDING = "monitor_join_pending"  # entries in the join, by domain and partition
+MONITOR_RECOVERIES = "monitor_transaction_recoveries"  # _total
+
 FEATURE_LOG_ROWS_WRITTEN = "feature_log_rows_written"  # _total, by domain
 FEATURE_LOG_FILES_WRITTEN = "feature_log_files_written"  # _total, by domain
 FEATURE_LOG_WRITE_SECONDS = "feature_log_write_seconds"  # one part file, written and renamed

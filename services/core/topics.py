@@ -12,9 +12,16 @@ RETRAIN = "ml.retrain"
 DLQ_SUFFIX = ".dlq"
 SHADOW_SUFFIX = ".shadow"
 CHANGELOG_SUFFIX = ".changelog"
+BY_EVENT_SUFFIX = ".by-event"
+JOIN_STATE_SUFFIX = ".join-state"
 
 # Topics that share one generic schema: the subject is the schema file's stem.
-_GENERIC_SUBJECTS = {DLQ_SUFFIX: "dlq", CHANGELOG_SUFFIX: "window_entry"}
+_GENERIC_SUBJECTS = {
+    DLQ_SUFFIX: "dlq",
+    CHANGELOG_SUFFIX: "window_entry",
+    BY_EVENT_SUFFIX: "monitor_part",
+    JOIN_STATE_SUFFIX: "monitor_part",
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,15 @@ class DomainTopics:
     @property
     def outcomes(self) -> str:
         return f"{self.domain}.outcomes"
+
+    @property
+    def outcomes_dlq(self) -> str:
+        return self.outcomes + DLQ_SUFFIX
+
+    @property
+    def labelled(self) -> str:
+        """Each prediction joined with its outcome and its vector, by the monitor."""
+        return f"{self.domain}.labelled"
 
     @property
     def features(self) -> str:
@@ -60,11 +76,21 @@ class DomainTopics:
         """A featurizer app's compacted changelog of one entity's windows (its state)."""
         return f"{app_id}.{self.domain}.{entity}-windows{CHANGELOG_SUFFIX}"
 
+    def by_event(self, app_id: str) -> str:
+        """A monitor app's own topic of the domain's parts re-keyed by event id."""
+        return f"{app_id}.{self.domain}{BY_EVENT_SUFFIX}"
+
+    def join_state(self, app_id: str) -> str:
+        """A monitor app's compacted changelog of its join tables (its state)."""
+        return f"{app_id}.{self.domain}{JOIN_STATE_SUFFIX}"
+
     def data_topics(self) -> tuple[str, ...]:
         return (
             self.events,
             self.events_dlq,
             self.outcomes,
+            self.outcomes_dlq,
+            self.labelled,
             self.features,
             self.features_dlq,
             self.predictions,

@@ -23,6 +23,7 @@ import redis
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from services.core.changelog import read_changelogs
 from services.core.declarations import Domain
 from services.core.errors import StackError
 from services.core.kafka import (
@@ -38,7 +39,6 @@ from services.core.transactions import Committed, TransactionalProducer, Transac
 from services.featurestore.redis_layout import layout_for, view_layouts
 from services.featurizer.metrics import FeaturizerMetrics
 from services.featurizer.online import OnlineBuffer, OnlineWriter
-from services.featurizer.restore import read_changelogs
 from services.featurizer.routes import Route, build_routes, internal_topics
 from services.featurizer.settings import FeaturizerSettings
 

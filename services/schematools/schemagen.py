@@ -32,6 +32,7 @@ Schema = dict[str, Any]
 NAMESPACE = "streamml"
 FEATURES_RECORD = "FeatureVector"
 PREDICTIONS_RECORD = "Prediction"
+LABELLED_RECORD = "LabelledPrediction"
 TIMESTAMP_MILLIS: Mapping[str, str] = {"type": "long", "logicalType": "timestamp-millis"}
 # Who served a prediction: the registry's champion (or a canary or shadow), or the heuristic.
 SERVED_BY: Mapping[str, Any] = {
@@ -73,16 +74,26 @@ class GeneratedSchema:
 
 
 def generated_schemas(domain: Domain, schemas_dir: Path) -> list[GeneratedSchema]:
-    """The features and predictions schemas of ``domain``, from its events schema in the folder."""
+    """The features and predictions schemas of ``domain``, from its events schema in the
+    folder, and the labelled schema when the domain's outcomes schema is there too."""
     events = read_events_schema(domain, schemas_dir)
     topics = domain.topics
-    return [
+    generated = [
         GeneratedSchema(schemas_dir / f"{topics.features}.avsc", features_schema(domain, events)),
         GeneratedSchema(
             schemas_dir / f"{schema_subject(topics.predictions)}.avsc",
             predictions_schema(domain, events),
         ),
     ]
+    outcomes = schemas_dir / f"{topics.outcomes}.avsc"
+    if outcomes.is_file():
+        generated.append(
+            GeneratedSchema(
+                schemas_dir / f"{topics.labelled}.avsc",
+                labelled_schema(domain, events, _read_record_schema(outcomes)),
+            )
+        )
+    return generated
 
 
 def generate(domains: list[Domain], schemas_dir: Path, *, check: bool, out: TextIO) -> int:
@@ -105,13 +116,17 @@ def generate(domains: list[Domain], schemas_dir: Path, *, check: bool, out: Text
 
 def read_events_schema(domain: Domain, schemas_dir: Path) -> Schema:
     path = schemas_dir / f"{schema_subject(domain.topics.events)}.avsc"
-    try:
-        source: Schema = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.is_file():
         raise ConfigError(
             f"domain {domain.name!r} has no events schema: write {path} first "
             "(the features and predictions schemas are derived from it)"
-        ) from None
+        )
+    return _read_record_schema(path)
+
+
+def _read_record_schema(path: Path) -> Schema:
+    try:
+        source: Schema = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ConfigError(f"{path} is not JSON: {exc}") from exc
     if source.get("type") != "record" or not isinstance(source.get("fields"), list):
@@ -167,6 +182,48 @@ def predictions_schema(domain: Domain, events: Schema) -> Schema:
             {"name": "served_by", "type": copy.deepcopy(dict(SERVED_BY))},
             event_time,
             {"name": "predicted_at", "type": dict(TIMESTAMP_MILLIS)},
+        ],
+    }
+
+
+def labelled_schema(domain: Domain, events: Schema, outcomes: Schema) -> Schema:
+    """One event the monitor joined: the vector and prediction as served, and the outcome."""
+    fields = _event_fields(domain, events)
+    outcome_fields = {f["name"]: f for f in outcomes["fields"]}
+    for name in (domain.event_id_field, domain.label_field):
+        if name not in outcome_fields:
+            raise ConfigError(f"{domain.name}: the outcomes schema has no field {name!r}")
+    if _base_type(outcome_fields[domain.label_field]["type"]) != "boolean":
+        raise ConfigError(f"{domain.name}: the outcome's {domain.label_field} must be a boolean")
+    noun = _event_noun(events)
+    return {
+        "type": "record",
+        "name": LABELLED_RECORD,
+        "namespace": f"{NAMESPACE}.{domain.name}",
+        "doc": f"One {noun} joined by the monitor: the vector and the prediction as they were "
+        "served and the outcome learned later. Exactly one per "
+        f"{domain.event_id_field} that got both a prediction and an outcome. "
+        f"Key: {domain.key_field} (UTF-8).",
+        "fields": [
+            {"name": "event_id", "type": "string", "doc": f"The {noun}'s {domain.event_id_field}."},
+            _copied(fields[domain.key_field]),
+            {"name": "event_time", "type": dict(TIMESTAMP_MILLIS)},
+            {"name": "label", "type": "boolean", "doc": f"The outcome's {domain.label_field}."},
+            {
+                "name": "features",
+                "type": ["null", features_schema(domain, events)],
+                "doc": "The vector as scored (<domain>.features); null only when it had not "
+                "reached the monitor within the join's time-to-live.",
+            },
+            {"name": "prediction", "type": predictions_schema(domain, events)},
+            {"name": "outcome", "type": copy.deepcopy(outcomes)},
+            {
+                "name": "outcome_at",
+                "type": dict(TIMESTAMP_MILLIS),
+                "doc": "When the outcome was published (its record's timestamp); minus "
+                "event_time: the label delay.",
+            },
+            {"name": "joined_at", "type": dict(TIMESTAMP_MILLIS)},
         ],
     }
 

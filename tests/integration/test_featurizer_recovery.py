@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
+from services.core.changelog import read_changelogs
 from services.core.deadletter import SourcePosition
 from services.core.domains import load_domain
 from services.core.errors import SerializationError
@@ -22,7 +23,6 @@ from services.core.settings import HISTORY_FETCH_WAIT_MS, StackSettings
 from services.core.windows import EntityAggregator, EntityWindow
 from services.featurestore.store import open_store
 from services.featurizer.processor import Accepted, EventProcessor
-from services.featurizer.restore import read_changelogs
 from services.featurizer.secondary import forward_key, forward_partition
 from services.featurizer.state import EntryCodec, entry_key
 from services.stack.processes import free_port

@@ -22,7 +22,7 @@ SERVICES = Path(__file__).resolve().parents[2] / "services"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"cli"}),
     frozenset({"bench", "demo"}),
-    frozenset({"featurizer", "scorer", "trainer", "featurelog", "stack"}),
+    frozenset({"featurizer", "scorer", "trainer", "featurelog", "monitor", "stack"}),
     frozenset({"registry", "producer", "featurestore", "schematools", "integrations"}),
     frozenset({"models"}),
     frozenset({"core"}),

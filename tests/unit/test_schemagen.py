@@ -30,6 +30,7 @@ from services.featurizer.processor import Accepted, EventProcessor
 from services.schematools.schemagen import (
     features_schema,
     generated_schemas,
+    labelled_schema,
     predictions_schema,
     read_events_schema,
     render,
@@ -68,6 +69,7 @@ def test_committed_payments_schemas_are_exactly_what_the_declaration_generates(
     assert [g.path.name for g in generated] == [
         "payments.features.avsc",
         "payments.predictions.avsc",
+        "payments.labelled.avsc",
     ]
     for g in generated:
         assert g.path.read_text(encoding="utf-8") == g.text, (
@@ -289,7 +291,7 @@ def test_check_passes_on_current_files(
     rides_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run_generate("--check") == 0
-    assert "2 generated schemas are up to date" in capsys.readouterr().out
+    assert "3 generated schemas are up to date" in capsys.readouterr().out
 
 
 def test_check_names_each_stale_file_and_writes_nothing(
@@ -335,3 +337,51 @@ def test_a_changed_declaration_changes_the_generated_schema(
 def test_an_unknown_domain_is_a_config_error(rides_copy: Path) -> None:
     with pytest.raises(ConfigError, match="no domain 'payments'"):
         run_generate("payments")
+
+
+def test_a_labelled_record_carries_the_vector_prediction_and_outcome_as_published(
+    payments: Domain, schemas_dir: Path
+) -> None:
+    codecs = CodecFactory(SchemaStore.from_dir(schemas_dir))
+    vector = {
+        "event_id": "e1", "card_id": "c1", "merchant_id": "m1", "event_time": NOW,
+        "amount": 12.5, "txn_count_5m": 1, "txn_count_1h": 2, "txn_count_24h": 3,
+        "amount_sum_1h": 20.0, "amount_mean_24h": 10.0, "amount_max_24h": 12.5,
+        "seconds_since_last_txn": None,
+    }  # fmt: skip
+    prediction = {
+        "event_id": "e1", "card_id": "c1", "model_name": "payments-fraud", "model_version": "3",
+        "score": 0.75, "decision": True, "served_by": "canary", "event_time": NOW,
+        "predicted_at": NOW + 9,
+    }  # fmt: skip
+    outcome = {"event_id": "e1", "is_fraud": False, "observed_at": NOW + 60_000}
+    record = {
+        "event_id": "e1", "card_id": "c1", "event_time": NOW, "label": False, "features": vector,
+        "prediction": prediction, "outcome": outcome, "outcome_at": NOW + 61_000,
+        "joined_at": NOW + 62_000,
+    }  # fmt: skip
+    codec = codecs.for_topic("payments.labelled")
+    assert codec.decode(codec.encode(record)) == record
+    assert codec.decode(codec.encode({**record, "features": None}))["features"] is None
+
+
+def test_a_labelled_schema_needs_the_outcome_to_name_the_event_and_carry_a_boolean_label(
+    payments: Domain, schemas_dir: Path
+) -> None:
+    events = read_events_schema(payments, schemas_dir)
+    outcomes = json.loads((schemas_dir / "payments.outcomes.avsc").read_text())
+    without_label = {
+        **outcomes,
+        "fields": [f for f in outcomes["fields"] if f["name"] != "is_fraud"],
+    }
+    with pytest.raises(ConfigError, match="no field 'is_fraud'"):
+        labelled_schema(payments, events, without_label)
+    as_int = {
+        **outcomes,
+        "fields": [
+            {**f, "type": "int"} if f["name"] == "is_fraud" else f for f in outcomes["fields"]
+        ],
+    }
+    with pytest.raises(ConfigError, match="must be a boolean"):
+        labelled_schema(payments, events, as_int)
+    parse_schema(labelled_schema(payments, events, outcomes))

@@ -1,0 +1,223 @@
+"""The monitor's join on a real broker: every event with a prediction and an outcome goes out
+once on payments.labelled, with the vector and the prediction as they were published, whatever
+arrived first, also across a kill -9 of the monitor; bad outcomes go to the DLQ."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.core.errors import SerializationError
+from services.core.schemas import SchemaStore
+from services.core.serde import Codec, CodecFactory
+from services.core.settings import StackSettings
+from services.stack.services import ServiceProcess, service_env
+from tests.integration.helpers import TopicReader, publish
+
+pytestmark = pytest.mark.integration
+
+FEATURES = "payments.features"
+PREDICTIONS = "payments.predictions"
+OUTCOMES = "payments.outcomes"
+LABELLED = "payments.labelled"
+OUTCOMES_DLQ = "payments.outcomes.dlq"
+EVENTS = 3000
+OUTCOME_FIRST = 300  # their outcomes are published before their predictions and vectors
+WITHOUT_OUTCOME = 200
+ORPHAN_OUTCOMES = 100
+REPEATED_OUTCOMES = 150
+
+
+def events(prefix: str, rng: random.Random) -> list[dict[str, Any]]:
+    now = int(time.time() * 1000)
+    made = []
+    for i in range(EVENTS):
+        card = f"monitor-card-{prefix}-{rng.randrange(200)}"
+        event_time = now - 600_000 + i * 100
+        score = rng.random()
+        made.append(
+            {
+                "vector": {
+                    "event_id": f"{prefix}-{i}",
+                    "card_id": card,
+                    "merchant_id": f"monitor-m-{rng.randrange(20)}",
+                    "event_time": event_time,
+                    "amount": round(rng.uniform(1, 400), 2),
+                    "txn_count_5m": rng.randrange(1, 5),
+                    "txn_count_1h": rng.randrange(5, 20),
+                    "txn_count_24h": rng.randrange(20, 80),
+                    "amount_sum_1h": round(rng.uniform(10, 2000), 2),
+                    "amount_mean_24h": round(rng.uniform(1, 400), 2),
+                    "amount_max_24h": round(rng.uniform(400, 900), 2),
+                    "seconds_since_last_txn": rng.choice((None, rng.uniform(1, 3600))),
+                },
+                "prediction": {
+                    "event_id": f"{prefix}-{i}",
+                    "card_id": card,
+                    "model_name": "payments-fraud",
+                    "model_version": rng.choice(("1", "2")),
+                    "score": score,
+                    "decision": score >= 0.5,
+                    "served_by": rng.choice(("champion", "canary")),
+                    "event_time": event_time,
+                    "predicted_at": event_time + 20,
+                },
+                "outcome": {
+                    "event_id": f"{prefix}-{i}",
+                    "is_fraud": rng.random() < 0.3,
+                    "observed_at": event_time + 60_000,
+                },
+            }
+        )
+    return made
+
+
+def labelled_of(values: list[bytes], codec: Codec, prefix: str) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for value in values:
+        try:
+            record = codec.decode(value)
+        except SerializationError:
+            continue
+        if str(record["event_id"]).startswith(f"{prefix}-"):
+            found.setdefault(str(record["event_id"]), []).append(record)
+    return found
+
+
+def test_each_answered_prediction_is_labelled_once_across_a_kill(
+    stack: StackSettings, logs_dir: Path
+) -> None:
+    codecs = CodecFactory(SchemaStore.from_dir(stack.schemas_dir))
+    encode = {t: codecs.for_topic(t).encode for t in (FEATURES, PREDICTIONS, OUTCOMES)}
+    labelled_codec = codecs.for_topic(LABELLED)
+    prefix = uuid.uuid4().hex[:8]
+    rng = random.Random(15)
+    made = events(prefix, rng)
+    answered = made[: EVENTS - WITHOUT_OUTCOME]
+    repeated = rng.sample(answered, REPEATED_OUTCOMES)
+    orphans = [
+        {"event_id": f"{prefix}-orphan-{i}", "is_fraud": False, "observed_at": 1}
+        for i in range(ORPHAN_OUTCOMES)
+    ]
+
+    def publish_parts(batch: list[dict[str, Any]], kinds: tuple[str, ...]) -> None:
+        topics = {"vector": FEATURES, "prediction": PREDICTIONS}
+        for kind in kinds:
+            publish(
+                stack,
+                topics[kind],
+                [(e[kind]["card_id"].encode(), encode[topics[kind]](e[kind])) for e in batch],
+            )
+
+    def publish_outcomes(outcomes: list[dict[str, Any]]) -> None:
+        publish(stack, OUTCOMES, [(None, encode[OUTCOMES](o)) for o in outcomes])
+
+    env = service_env(stack, {"STREAMML_MONITOR_INSTANCE": f"monitor-{prefix}"})
+    reader = TopicReader(stack, LABELLED)
+    first = ServiceProcess("monitor", env, logs_dir / "monitor-killed.log", "--domain", "payments")
+    try:
+        publish_outcomes([e["outcome"] for e in answered[:OUTCOME_FIRST]])
+        publish_parts(made[: EVENTS // 2], ("vector", "prediction"))
+        publish_outcomes([e["outcome"] for e in answered[OUTCOME_FIRST : EVENTS // 2]])
+        reader.read_until(lambda v: len(labelled_of(v, labelled_codec, prefix)) >= 500, 120)
+        first.kill()  # SIGKILL: no flush, no commit
+    finally:
+        if first.process.poll() is None:
+            first.kill()
+    before = len(labelled_of(reader.values, labelled_codec, prefix))
+    assert 500 <= before < len(answered), "the kill did not land mid-stream"
+
+    second = ServiceProcess(
+        "monitor", env, logs_dir / "monitor-restarted.log", "--domain", "payments"
+    )
+    try:
+        # The vectors of the second half before their predictions, the other way round above.
+        publish_parts(made[EVENTS // 2 :], ("prediction",))
+        publish_outcomes([e["outcome"] for e in answered[EVENTS // 2 :]])
+        publish_parts(made[EVENTS // 2 :], ("vector",))
+        publish_outcomes([e["outcome"] for e in repeated] + orphans)
+        reader.read_until(
+            lambda v: len(labelled_of(v, labelled_codec, prefix)) >= len(answered), 120
+        )
+        reader.settle(3.0)
+        assert second.process.poll() is None, "the monitor stopped"
+    finally:
+        assert second.stop() == 0
+        reader.close()
+
+    found = labelled_of(reader.values, labelled_codec, prefix)
+    twice = sorted(event_id for event_id, records in found.items() if len(records) > 1)
+    assert not twice, f"{len(twice)} events labelled more than once, e.g. {twice[:3]}"
+    by_id = {e["prediction"]["event_id"]: e for e in made}
+    assert set(found) == {e["prediction"]["event_id"] for e in answered}
+    for event_id, (record,) in found.items():
+        expected = by_id[event_id]
+        assert record["prediction"] == expected["prediction"]
+        assert record["features"] == expected["vector"]
+        assert record["outcome"] == expected["outcome"]
+        assert record["label"] == expected["outcome"]["is_fraud"]
+        assert record["card_id"] == expected["prediction"]["card_id"]
+        assert record["event_time"] == expected["prediction"]["event_time"]
+
+
+def test_bad_outcomes_go_to_the_dlq_and_the_monitor_keeps_joining(
+    stack: StackSettings, logs_dir: Path
+) -> None:
+    codecs = CodecFactory(SchemaStore.from_dir(stack.schemas_dir))
+    outcomes_codec = codecs.for_topic(OUTCOMES)
+    dlq_codec, labelled_codec = codecs.for_topic(OUTCOMES_DLQ), codecs.for_topic(LABELLED)
+    prefix = uuid.uuid4().hex[:8]
+    good = events(prefix, random.Random(16))[:20]
+    bad: list[tuple[bytes | None, bytes | None]] = [
+        (b"k1", b"not avro at all"),
+        (b"k2", b"\xc3\x01" + b"\x00" * 8 + b"\x02"),  # single-object, unknown fingerprint
+        (b"k3", outcomes_codec.encode({"event_id": "", "is_fraud": True, "observed_at": 1})),
+        (b"k4", None),
+    ]
+    env = service_env(stack, {"STREAMML_MONITOR_INSTANCE": f"monitor-dlq-{prefix}"})
+    letters, labelled = TopicReader(stack, OUTCOMES_DLQ), TopicReader(stack, LABELLED)
+    monitor = ServiceProcess("monitor", env, logs_dir / "monitor-dlq.log", "--domain", "payments")
+    try:
+        positions = publish(stack, OUTCOMES, bad)
+        for topic, kind in ((FEATURES, "vector"), (PREDICTIONS, "prediction")):
+            codec = codecs.for_topic(topic)
+            publish(
+                stack, topic, [(e[kind]["card_id"].encode(), codec.encode(e[kind])) for e in good]
+            )
+        publish(stack, OUTCOMES, [(None, outcomes_codec.encode(e["outcome"])) for e in good])
+        labelled.read_until(lambda v: len(labelled_of(v, labelled_codec, prefix)) == len(good), 120)
+        wanted = {(OUTCOMES, p, o) for p, o in positions}
+        letters.read_until(lambda v: wanted <= _sources(v, dlq_codec), 60)
+        assert monitor.process.poll() is None, "a bad outcome stopped the monitor"
+    finally:
+        assert monitor.stop() == 0
+        letters.close()
+        labelled.close()
+    reasons = {
+        (r["source_partition"], r["source_offset"]): r["reason"]
+        for r in _decoded(letters.values, dlq_codec)
+        if r["source_topic"] == OUTCOMES and r["service"] == "monitor"
+    }
+    assert [reasons[p] for p in positions] == [
+        "undecodable",
+        "unknown_schema",
+        "invalid_outcome",
+        "malformed",
+    ]
+    assert len(labelled_of(labelled.values, labelled_codec, prefix)) == len(good)
+
+
+def _decoded(values: list[bytes], codec: Codec) -> list[dict[str, Any]]:
+    return [codec.decode(v) for v in values]
+
+
+def _sources(values: list[bytes], codec: Codec) -> set[tuple[str, int, int]]:
+    return {
+        (r["source_topic"], r["source_partition"], r["source_offset"])
+        for r in _decoded(values, codec)
+    }

@@ -1,0 +1,100 @@
+"""The monitor's join table: whichever part comes first, each event joined once, TTL by event
+time, and a restore from its own changelog that gives back the same table."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from services.monitor.join import Change, Joined, JoinTable, Kind, Part
+
+HOUR_MS = 3_600_000
+TTL_MS = 24 * HOUR_MS
+
+
+def part(event_id: str, kind: Kind, time_ms: int = 1_000) -> Part:
+    return Part(event_id, kind, b"card-1", f"{kind}:{event_id}".encode(), time_ms)
+
+
+def parts_of(event_id: str, time_ms: int = 1_000) -> list[Part]:
+    return [
+        part(event_id, Kind.FEATURES, time_ms),
+        part(event_id, Kind.PREDICTION, time_ms),
+        part(event_id, Kind.OUTCOME, time_ms + 60_000),
+    ]
+
+
+def test_every_arrival_order_joins_once_with_the_parts_as_served() -> None:
+    for order in itertools.permutations(parts_of("e1")):
+        table = JoinTable(TTL_MS)
+        results = [table.add(p) for p in order]
+        assert results[:2] == [None, None]
+        joined = results[2]
+        assert isinstance(joined, Joined)
+        assert joined.prediction.value == b"prediction:e1"
+        assert joined.outcome.value == b"outcome:e1"
+        assert joined.features is not None and joined.features.value == b"features:e1"
+
+
+def test_a_part_seen_again_before_or_after_the_join_is_a_duplicate() -> None:
+    table = JoinTable(TTL_MS)
+    first, second, third = parts_of("e1")
+    assert table.add(first) is None
+    assert table.add(first) is None
+    assert table.duplicates == 1
+    table.add(second)
+    assert table.add(third) is not None
+    for again in parts_of("e1"):
+        assert table.add(again) is None
+    assert table.duplicates == 4
+
+
+def test_after_the_ttl_entries_leave_and_are_counted() -> None:
+    table = JoinTable(TTL_MS)
+    table.add(part("unlabelled", Kind.PREDICTION, 0))
+    table.add(part("unlabelled", Kind.FEATURES, 0))
+    table.add(part("orphan", Kind.OUTCOME, 0))
+    table.add(part("no-vector", Kind.PREDICTION, 0))
+    table.add(part("no-vector", Kind.OUTCOME, 5))
+    for p in parts_of("joined", 0):
+        table.add(p)
+    assert table.expire().unlabelled == 0  # nothing is older than the TTL yet
+    table.add(part("late", Kind.PREDICTION, TTL_MS + 10))  # moves the watermark on
+    expired = table.expire()
+    assert (expired.unlabelled, expired.unmatched) == (1, 1)
+    assert [(j.prediction.event_id, j.features) for j in expired.joined] == [("no-vector", None)]
+    assert len(table) == 1  # "late" only; the done marker of "joined" left too
+    for p in parts_of("joined", 0):  # past the TTL, a part is new again
+        table.add(p)
+    assert table.duplicates == 0
+
+
+def test_the_changelog_restores_the_same_table() -> None:
+    rng = random.Random(3)
+    arrivals = [p for n in range(300) for p in parts_of(f"e{n}", n * 600_000)]
+    rng.shuffle(arrivals)
+    arrivals = [p for p in arrivals if rng.random() > 0.2]  # some parts never come
+    arrivals += rng.sample(arrivals, 100)  # and some come twice, late
+    table, log = JoinTable(TTL_MS), list[Change]()
+    for p in arrivals[:600]:
+        table.add(p)
+        table.expire()
+        log += table.drain_changes()
+    restored = JoinTable(TTL_MS)
+    restored.restore(log)
+    assert restored.watermark_ms == table.watermark_ms
+    assert len(restored) == len(table)
+    duplicates_before = table.duplicates
+    for p in arrivals[600:]:  # the rest: both tables answer alike
+        assert _summary(restored.add(p)) == _summary(table.add(p))
+        assert _expired(restored) == _expired(table)
+    assert restored.duplicates == table.duplicates - duplicates_before > 0
+
+
+def _summary(joined: Joined | None) -> tuple[str, bool] | None:
+    return None if joined is None else (joined.prediction.event_id, joined.features is None)
+
+
+def _expired(table: JoinTable) -> tuple[int, int, list[str]]:
+    e = table.expire()
+    return e.unlabelled, e.unmatched, sorted(j.prediction.event_id for j in e.joined)
