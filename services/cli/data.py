@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Any
 
-from services.core.domains import load_domain
-from services.core.serde import codecs_for
 from services.core.settings import StackSettings, load_settings
-from services.producer.publish import DEFAULT_CARDS, publish_synthetic
+from services.producer.publish import DEFAULT_CARDS
 
 
 def register(commands: Any) -> None:
@@ -26,6 +23,14 @@ def register(commands: Any) -> None:
     produce.add_argument(
         "--cards", type=int, default=DEFAULT_CARDS, help="size of the card population"
     )
+    produce.add_argument(
+        "--outcomes",
+        action="store_true",
+        help="also publish each event's outcome (the generator's truth) to <domain>.outcomes",
+    )
+    produce.add_argument(
+        "--label-delay", type=float, default=0.0, metavar="S", help="seconds to each outcome"
+    )
     produce.set_defaults(handler=cmd_produce)
     consume = commands.add_parser("consume", help="print a topic's records as JSON lines")
     consume.add_argument("topic")
@@ -37,16 +42,18 @@ def register(commands: Any) -> None:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    settings = load_settings(StackSettings)
-    domain = load_domain(settings.features_dir, args.domain)
-    codec = codecs_for(settings).for_topic(domain.topics.events)
-    started = time.monotonic()
-    publish_synthetic(
-        settings, domain, codec, count=args.count, rate=args.rate, seed=args.seed, cards=args.cards
-    )
-    elapsed = time.monotonic() - started
+    from services.producer.publish import produce
+
     print(
-        f"published {args.count} events to {domain.topics.events} in {elapsed:.1f} s",
+        produce(
+            args.domain,
+            count=args.count,
+            rate=args.rate,
+            seed=args.seed,
+            cards=args.cards,
+            outcomes=args.outcomes,
+            label_delay_s=args.label_delay,
+        ),
         file=sys.stderr,
     )
     return 0

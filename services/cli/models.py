@@ -8,7 +8,7 @@ from typing import Any
 from services.core.declarations import Domain
 from services.core.domains import load_domain
 from services.core.errors import ConfigError
-from services.core.serde import codecs_for
+from services.core.serde import CodecFactory, codecs_for
 from services.core.settings import StackSettings, load_settings
 from services.registry.stages import end_trial, promote, rollback, stage_trial
 from services.registry.versions import CANARY, CANDIDATE, CHAMPION, SHADOW, read_registry
@@ -91,32 +91,26 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    settings, domain = _settings_and_domain(args)
-    promoted = promote(settings, codecs_for(settings), domain.model_name, args.version)
+    promoted = promote(*_registry_of(args), args.version)
     print(f"{promoted.key} is now {CHAMPION}")
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    settings, domain = _settings_and_domain(args)
-    restored, retired = rollback(settings, codecs_for(settings), domain.model_name)
+    restored, retired = rollback(*_registry_of(args))
     print(f"{restored.key} is {CHAMPION} again; {retired.key} archived")
     return 0
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
-    settings, domain = _settings_and_domain(args)
-    staged = stage_trial(
-        settings, codecs_for(settings), domain.model_name, args.version, args.stage, args.share
-    )
+    staged = stage_trial(*_registry_of(args), args.version, args.stage, args.share)
     share = f" on {staged.traffic_share:.0%} of the keys" if args.stage == CANARY else ""
     print(f"{staged.key} is now the {args.stage}{share}")
     return 0
 
 
 def cmd_end_trial(args: argparse.Namespace) -> int:
-    settings, domain = _settings_and_domain(args)
-    ended = end_trial(settings, codecs_for(settings), domain.model_name, args.stage)
+    ended = end_trial(*_registry_of(args), args.stage)
     print(f"{ended.key} is a {CANDIDATE} again")
     return 0
 
@@ -124,3 +118,9 @@ def cmd_end_trial(args: argparse.Namespace) -> int:
 def _settings_and_domain(args: argparse.Namespace) -> tuple[StackSettings, Domain]:
     settings = load_settings(StackSettings)
     return settings, load_domain(settings.features_dir, args.domain)
+
+
+def _registry_of(args: argparse.Namespace) -> tuple[StackSettings, CodecFactory, str]:
+    """What every registry call takes: the settings, their codecs, the domain's model name."""
+    settings, domain = _settings_and_domain(args)
+    return settings, codecs_for(settings), domain.model_name

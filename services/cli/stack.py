@@ -15,11 +15,9 @@ def register(commands: Any) -> None:
     up = commands.add_parser(
         "up",
         help="start Apache Kafka (or the embedded broker) and Redis, create topics, apply Feast",
-        description="Starts a local broker and Redis with their data under STREAMML_HOME "
-        "(.streamml). The broker is Apache Kafka when a JDK 17+ is found (its jars are fetched "
-        "from Maven Central once), else the embedded one; STREAMML_BROKER=kafka|embedded|auto "
-        "chooses. STREAMML_KAFKA_BOOTSTRAP / STREAMML_REDIS_URL name servers of your own, and "
-        "then nothing of that kind starts.",
+        description="Starts a broker (Apache Kafka with a JDK 17+, else the embedded one; "
+        "STREAMML_BROKER=kafka|embedded|auto) and Redis, data under STREAMML_HOME. "
+        "STREAMML_KAFKA_BOOTSTRAP / STREAMML_REDIS_URL: servers of your own, nothing started.",
     )
     up.add_argument("--detach", action="store_true", help="leave the stack running and exit 0")
     up.add_argument(

@@ -5,6 +5,8 @@ arrived first, also across a kill -9 of the monitor; bad outcomes go to the DLQ.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,6 +18,7 @@ from services.core.errors import SerializationError
 from services.core.schemas import SchemaStore
 from services.core.serde import Codec, CodecFactory
 from services.core.settings import StackSettings
+from services.producer.synthetic import PaymentsGenerator
 from services.stack.services import ServiceProcess, service_env
 from tests.integration.helpers import TopicReader, publish
 
@@ -221,3 +224,66 @@ def _sources(values: list[bytes], codec: Codec) -> set[tuple[str, int, int]]:
         (r["source_topic"], r["source_partition"], r["source_offset"])
         for r in _decoded(values, codec)
     }
+
+
+def test_produce_publishes_each_events_truth_a_label_delay_later_only_when_asked(
+    stack: StackSettings,
+) -> None:
+    codecs = CodecFactory(SchemaStore.from_dir(stack.schemas_dir))
+    events_codec, outcomes_codec = codecs.for_topic(EVENTS_TOPIC), codecs.for_topic(OUTCOMES)
+    events, outcomes = TopicReader(stack, EVENTS_TOPIC), TopicReader(stack, OUTCOMES)
+    seed, count = 4242, 300
+    truth = {
+        str(item.record["event_id"]): item.is_fraud
+        for item in PaymentsGenerator(seed=seed, cards=1000, rate_per_s=300.0).events(count)
+    }
+
+    def produce(*extra: str) -> None:
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "services.cli", "produce", "payments"),
+                *("--count", str(count), "--rate", "300", "--seed", str(seed), "--cards", "1000"),
+                *extra,
+            ],
+            env=service_env(stack),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+
+    try:
+        produce()  # no outcomes unless asked
+        produce("--outcomes", "--label-delay", "0.5")
+        events.read_until(lambda v: len(_ours(v, events_codec, truth, "event_id")) >= 2 * count, 60)
+        outcomes.read_until(lambda v: len(_ours(v, outcomes_codec, truth, "event_id")) >= count, 60)
+        outcomes.settle(1.0)
+    finally:
+        events.close()
+        outcomes.close()
+    published = _ours(events.values, events_codec, truth, "event_id")
+    got = _ours(outcomes.values, outcomes_codec, truth, "event_id")
+    assert len(got) == count, "one outcome per event of the run that asked for them, no more"
+    event_times = {r["event_id"]: r["event_time"] for r in published}  # the second run's, last
+    for outcome in got:
+        assert outcome["is_fraud"] == truth[outcome["event_id"]]
+        assert outcome["observed_at"] - event_times[outcome["event_id"]] == 500
+    assert any(truth.values()) and not all(truth.values())
+
+
+EVENTS_TOPIC = "payments.transactions"
+
+
+def _ours(
+    values: list[bytes], codec: Codec, wanted: dict[str, bool], id_field: str
+) -> list[dict[str, Any]]:
+    records = []
+    for value in values:
+        try:
+            record = codec.decode(value)
+        except SerializationError:
+            continue
+        if record[id_field] in wanted:
+            records.append(record)
+    return records
