@@ -8,6 +8,8 @@ from services.core.declarations import (
     Entity,
     Feature,
     Heuristic,
+    Monitoring,
+    Segment,
     finite_at_least,
     matches,
     non_empty,
@@ -48,4 +50,6 @@ DOMAIN = Domain(
     ),
     label_field="is_fraud",
     model_name="payments-fraud",
+    # Quality also per amount band: a model can be good on small payments, poor on large ones.
+    monitoring=Monitoring(segments=(Segment("amount", (0.0, 50.0, 200.0, 1000.0)),)),
 )

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 from services.core.errors import StreamMLError
 
-from . import bench, data, demo, featurelog, models, run, schemas, score_batch, stack
+from . import bench, data, demo, featurelog, models, monitor, run, schemas, score_batch, stack
 
-_MODULES = (stack, run, data, models, score_batch, bench, schemas, featurelog, demo)
+_MODULES = (stack, run, data, models, score_batch, monitor, bench, schemas, featurelog, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,33 +29,18 @@ def register(commands: Any) -> None:
     )
     bench.add_argument("--step-seconds", type=float, default=None, help="length of each step")
     bench.add_argument(
-        "--warm-up-seconds",
-        type=float,
-        default=None,
-        help="unmeasured load before the first step (default 90 s, 2 s with --quick): a fresh "
-        "Kafka broker spends its first minute or two compiling",
+        "--warm-up-seconds", type=float, help="unmeasured load first (default 90 s; --quick 2 s)"
     )
     bench.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        dest="service_settings",
-        metavar="STREAMML_X=VALUE",
-        help="a setting for our services in the run (repeatable), e.g. "
-        "STREAMML_FEATURIZER_BATCH_WAIT_MS=20",
-    )
+        "--set", action="append", default=[], dest="service_settings", metavar="STREAMML_X=V",
+        help="a setting for our services (repeatable)",
+    )  # fmt: skip
     bench.add_argument(
         "--partitions", type=int, default=None, help="partitions of every data topic (default 4)"
     )
     bench.add_argument("--json", type=Path, default=Path(".streamml/bench/pipeline.json"))
     bench.add_argument("--plot", type=Path, default=Path(".streamml/bench/pipeline.png"))
-    bench.add_argument(
-        "--docs",
-        type=Path,
-        default=None,
-        help="also write the table into this markdown file between its bench markers "
-        "(docs/benchmarks.md)",
-    )
+    bench.add_argument("--docs", type=Path, help="also write the table into this markdown file")
     bench.set_defaults(handler=cmd_pipeline)
     targets = bench.add_subparsers(dest="target", required=False)
     featurizer = targets.add_parser(
@@ -63,12 +48,7 @@ def register(commands: Any) -> None:
     )
     featurizer.add_argument("--events", type=int, default=100_000)
     featurizer.add_argument("--cards", type=int, default=10_000)
-    featurizer.add_argument(
-        "--core",
-        type=int,
-        default=None,
-        help="run the featurizer on this CPU alone, the rest on the others (default: no pinning)",
-    )
+    featurizer.add_argument("--core", type=int, help="this CPU for the featurizer alone")
     featurizer.add_argument("--out", type=Path, default=Path(".streamml/bench/featurizer.json"))
     featurizer.set_defaults(handler=cmd_featurizer)
     scorer = targets.add_parser(
@@ -79,11 +59,7 @@ def register(commands: Any) -> None:
     scorer.add_argument("--rate", type=float, default=1000.0, help="latency phase: vectors/s")
     scorer.add_argument("--latency-seconds", type=float, default=20.0)
     scorer.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="STREAMML_SCORER_X=VALUE",
-        help="a scorer setting for the run (repeatable), e.g. STREAMML_SCORER_BATCH_WAIT_MS=0",
+        "--set", action="append", default=[], metavar="STREAMML_SCORER_X=V", help="(repeatable)"
     )
     scorer.add_argument("--out", type=Path, default=Path(".streamml/bench/scorer.json"))
     scorer.set_defaults(handler=cmd_scorer)

@@ -7,6 +7,7 @@ derived from it, the model's input order comes from it. Adding a domain means a 
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -103,6 +104,32 @@ class Heuristic:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """Bands of a vector field, each measured on its own: ``edges`` (0, 50, 200) make the bands
+    ``amount<50``, ``amount 50-200`` and ``amount>=200`` (a value below the first edge is in
+    the first band)."""
+
+    field_name: str
+    edges: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.edges) < 2 or list(self.edges) != sorted(set(self.edges)):
+            raise ValueError(f"segment {self.field_name}: edges must rise, at least two")
+
+    def band_of(self, value: float | None) -> str | None:
+        """The band's name, or None for a missing value."""
+        if value is None or math.isnan(value):
+            return None
+        name, edges = self.field_name, self.edges
+        if value < edges[1]:
+            return f"{name}<{edges[1]:g}"
+        for low, high in itertools.pairwise(edges[1:]):
+            if value < high:
+                return f"{name} {low:g}-{high:g}"
+        return f"{name}>={edges[-1]:g}"
+
+
+@dataclass(frozen=True)
 class Monitoring:
     """How the monitor watches a domain; every field has a default, so a domain that declares
     nothing is monitored too."""
@@ -111,8 +138,14 @@ class Monitoring:
     # prediction) before it counts as unlabelled (unmatched): long enough for the slowest
     # truth to arrive, short enough that the join's state stays bounded.
     join_ttl: timedelta = timedelta(hours=24)
+    # Quality is also measured per band of these vector fields (payments: amount bands).
+    segments: tuple[Segment, ...] = ()
+    # The sliding window of quality figures: the latest this many pairs of each version.
+    quality_window_pairs: int = 5_000
 
     def __post_init__(self) -> None:
+        if self.quality_window_pairs < 1:
+            raise ValueError("quality_window_pairs must be at least 1")
         if self.join_ttl <= timedelta(0):
             raise ValueError(f"join_ttl must be positive, not {self.join_ttl}")
 

@@ -14,6 +14,7 @@ SHADOW_SUFFIX = ".shadow"
 CHANGELOG_SUFFIX = ".changelog"
 BY_EVENT_SUFFIX = ".by-event"
 JOIN_STATE_SUFFIX = ".join-state"
+MONITORING_SUFFIX = ".monitoring"
 
 # Topics that share one generic schema: the subject is the schema file's stem.
 _GENERIC_SUBJECTS = {
@@ -21,6 +22,7 @@ _GENERIC_SUBJECTS = {
     CHANGELOG_SUFFIX: "window_entry",
     BY_EVENT_SUFFIX: "monitor_part",
     JOIN_STATE_SUFFIX: "monitor_part",
+    MONITORING_SUFFIX: "monitoring",
 }
 
 
@@ -51,6 +53,11 @@ class DomainTopics:
     def labelled(self) -> str:
         """Each prediction joined with its outcome and its vector, by the monitor."""
         return f"{self.domain}.labelled"
+
+    @property
+    def monitoring(self) -> str:
+        """The monitor's snapshots of its figures (``schemas/monitoring.avsc``)."""
+        return f"{self.domain}{MONITORING_SUFFIX}"
 
     @property
     def features(self) -> str:
@@ -91,6 +98,7 @@ class DomainTopics:
             self.outcomes,
             self.outcomes_dlq,
             self.labelled,
+            self.monitoring,
             self.features,
             self.features_dlq,
             self.predictions,

@@ -41,6 +41,7 @@ from services.monitor.labelled import labelled_record
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.parts import PartReader, Refused
 from services.monitor.settings import MonitorSettings
+from services.monitor.watch import QualityWatch
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Monitor(StoppableLoop):
         )
         if created:
             log.info("created %s", ", ".join(created))
+        self._watch = QualityWatch(settings, domain, codecs, settings.monitor_snapshot_every_s)
 
     def run(self) -> None:
         settings = self._settings
@@ -104,9 +106,11 @@ class Monitor(StoppableLoop):
                         self._process(messages)
                     except TransactionFailed as failure:
                         self._recover(failure)
+                self._watch.poll(time.monotonic())
         finally:
             self._consumer.close()
             self._producer.flush()
+            self._watch.close()
 
     def _process(self, messages: list[Message]) -> None:
         offsets: dict[tuple[str, int], int] = {}

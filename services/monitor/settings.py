@@ -26,6 +26,11 @@ class MonitorSettings(StackSettings):
         description="Longest wait to fill a batch: the monitor is off the scoring path, so it "
         "trades a little delay for fewer transactions",
     )
+    monitor_snapshot_every_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often the quality figures are published on <domain>.monitoring",
+    )
     monitor_restore_timeout_s: float = Field(
         default=120.0, gt=0, description="Longest a join-state restore may take before failing"
     )

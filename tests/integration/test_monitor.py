@@ -4,11 +4,13 @@ arrived first, also across a kill -9 of the monitor; bad outcomes go to the DLQ.
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from services.core.errors import SerializationError
 from services.core.schemas import SchemaStore
 from services.core.serde import Codec, CodecFactory
 from services.core.settings import StackSettings
+from services.monitor.quality import AUC_BINS, Pair, figures_of
 from services.producer.synthetic import PaymentsGenerator
 from services.stack.services import ServiceProcess, service_env
 from tests.integration.helpers import TopicReader, publish
@@ -37,6 +40,7 @@ REPEATED_OUTCOMES = 150
 
 
 def events(prefix: str, rng: random.Random) -> list[dict[str, Any]]:
+    """Events whose predictions come from two model versions named after the run."""
     now = int(time.time() * 1000)
     made = []
     for i in range(EVENTS):
@@ -63,7 +67,7 @@ def events(prefix: str, rng: random.Random) -> list[dict[str, Any]]:
                     "event_id": f"{prefix}-{i}",
                     "card_id": card,
                     "model_name": "payments-fraud",
-                    "model_version": rng.choice(("1", "2")),
+                    "model_version": rng.choice((f"{prefix}-a", f"{prefix}-b")),
                     "score": score,
                     "decision": score >= 0.5,
                     "served_by": rng.choice(("champion", "canary")),
@@ -120,7 +124,13 @@ def test_each_answered_prediction_is_labelled_once_across_a_kill(
     def publish_outcomes(outcomes: list[dict[str, Any]]) -> None:
         publish(stack, OUTCOMES, [(None, encode[OUTCOMES](o)) for o in outcomes])
 
-    env = service_env(stack, {"STREAMML_MONITOR_INSTANCE": f"monitor-{prefix}"})
+    env = service_env(
+        stack,
+        {
+            "STREAMML_MONITOR_INSTANCE": f"monitor-{prefix}",
+            "STREAMML_MONITOR_SNAPSHOT_EVERY_S": "1",
+        },
+    )
     reader = TopicReader(stack, LABELLED)
     first = ServiceProcess("monitor", env, logs_dir / "monitor-killed.log", "--domain", "payments")
     try:
@@ -149,6 +159,30 @@ def test_each_answered_prediction_is_labelled_once_across_a_kill(
         )
         reader.settle(3.0)
         assert second.process.poll() is None, "the monitor stopped"
+        reported = report_when(
+            stack, lambda r: sum(v["joined"] for v in ours(r, prefix)) == len(answered)
+        )
+        plot = logs_dir / f"monitor-{prefix}.png"
+        text = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "monitor",
+                "report",
+                "payments",
+                "--plot",
+                str(plot),
+            ],
+            env=service_env(stack),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert text.returncode == 0, text.stderr
+        assert f"{prefix}-a" in text.stdout and "amount<50" in text.stdout
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         assert second.stop() == 0
         reader.close()
@@ -166,6 +200,36 @@ def test_each_answered_prediction_is_labelled_once_across_a_kill(
         assert record["label"] == expected["outcome"]["is_fraud"]
         assert record["card_id"] == expected["prediction"]["card_id"]
         assert record["event_time"] == expected["prediction"]["event_time"]
+
+    # The figures the monitor published equal a recomputation on the same pairs, kill or not.
+    for version in ours(reported, prefix):
+        name = version["model_version"]
+        pairs = [
+            Pair(
+                e["prediction"]["score"],
+                e["prediction"]["decision"],
+                e["outcome"]["is_fraud"],
+                e["outcome"]["observed_at"] - e["prediction"]["event_time"],
+            )
+            for e in answered
+            if e["prediction"]["model_version"] == name
+            and e["prediction"]["served_by"] == version["served_by"]
+        ]
+        expected_figures = figures_of(pairs)
+        assert version["joined"] == expected_figures.joined == len(pairs)
+        assert version["accuracy"] == pytest.approx(expected_figures.accuracy, abs=1e-12)
+        assert version["auc"] == pytest.approx(expected_figures.auc, abs=1 / AUC_BINS)
+        assert version["logloss"] == pytest.approx(expected_figures.logloss, rel=1e-9)
+        assert version["precision"] == pytest.approx(expected_figures.precision, abs=1e-12)
+        assert version["recall"] == pytest.approx(expected_figures.recall, abs=1e-12)
+        predicted = sum(
+            1
+            for e in made
+            if e["prediction"]["model_version"] == name
+            and e["prediction"]["served_by"] == version["served_by"]
+        )
+        assert version["coverage"] == pytest.approx(len(pairs) / predicted)
+    assert len(ours(reported, prefix)) == 4  # two versions, each as champion and canary
 
 
 def test_bad_outcomes_go_to_the_dlq_and_the_monitor_keeps_joining(
@@ -281,9 +345,35 @@ def _ours(
     records = []
     for value in values:
         try:
-            record = codec.decode(value)
-        except SerializationError:
+            record = codec.decode(value or b"")
+        except SerializationError:  # other tests' bytes, the DLQ test's tombstone
             continue
         if record[id_field] in wanted:
             records.append(record)
     return records
+
+
+def report_when(
+    stack: StackSettings, done: Callable[[dict[str, Any]], bool], timeout_s: float = 60.0
+) -> dict[str, Any]:
+    """``streamml monitor report payments --json``, until ``done`` says its answer is complete."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = subprocess.run(
+            [sys.executable, "-m", "services.cli", "monitor", "report", "payments", "--json"],
+            env=service_env(stack),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert answer.returncode in (0, 1), answer.stderr
+        reported: dict[str, Any] = json.loads(answer.stdout)
+        if done(reported):
+            return reported
+        assert time.monotonic() < deadline, f"the report never became complete: {reported}"
+        time.sleep(1.0)
+
+
+def ours(reported: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    return [v for v in reported["versions"] if v["model_version"].startswith(f"{prefix}-")]

@@ -1,0 +1,153 @@
+"""``streamml monitor report``: the monitor's published figures, read from
+``<domain>.monitoring`` (so it works while the monitor runs, and after it stopped)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from confluent_kafka import Consumer
+
+from services.core.changelog import read_changelogs
+from services.core.declarations import Domain
+from services.core.domains import load_domain
+from services.core.errors import SerializationError
+from services.core.kafka import history_consumer_config
+from services.core.serde import Record, codecs_for
+from services.core.settings import StackSettings, load_settings
+from services.monitor.quality import ALL, TOTAL, WINDOW
+
+READ_TIMEOUT_S = 60.0
+METADATA_TIMEOUT_S = 10.0
+FIGURES = ("joined", "accuracy", "auc", "logloss", "precision", "recall")
+
+
+def report(domain_name: str, *, as_json: bool, plot: Path | None, out: TextIO) -> int:
+    """Prints the latest figures per model version; returns 1 when none are published yet."""
+    settings = load_settings(StackSettings)
+    domain = load_domain(settings.features_dir, domain_name)
+    history = read_snapshots(settings, domain)
+    summary = summarize(domain.name, history)
+    if as_json:
+        print(json.dumps(summary, indent=2), file=out)
+    else:
+        print(render(summary, domain), file=out)
+    if plot is not None:
+        draw(history, plot, domain.name)
+        print(f"plot: {plot}", file=out)
+    return 0 if summary["versions"] else 1
+
+
+def read_snapshots(settings: StackSettings, domain: Domain) -> list[Record]:
+    """Every snapshot on the domain's monitoring topic, oldest first."""
+    topic = domain.topics.monitoring
+    probe = Consumer(history_consumer_config(settings))
+    try:
+        metadata = probe.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics[topic]
+    finally:
+        probe.close()
+    if metadata.error is not None:
+        return []
+    codec = codecs_for(settings).for_topic(topic)
+    found = read_changelogs(settings, [(topic, p) for p in metadata.partitions], READ_TIMEOUT_S)
+    records = []
+    for values in found.values():
+        for _, value in values:
+            try:
+                records.append(codec.decode(value or b""))
+            except SerializationError:
+                continue
+    return sorted(records, key=lambda r: int(r["snapshot_at"]))
+
+
+def summarize(domain: str, history: Iterable[Record]) -> dict[str, Any]:
+    """The newest figure of every key, shaped per (model version, served_by)."""
+    latest: dict[tuple[str, str, str, str], Record] = {}
+    for record in history:
+        latest[
+            (record["model_version"], record["served_by"], record["segment"], record["scope"])
+        ] = record
+    versions = []
+    for (version, served_by, segment, scope), record in sorted(latest.items()):
+        if segment != ALL or scope != TOTAL:
+            continue
+        window = latest.get((version, served_by, ALL, WINDOW))
+        segments = [
+            {"segment": s, **{f: r[f] for f in FIGURES}}
+            for (v, b, s, sc), r in sorted(latest.items())
+            if v == version and b == served_by and s != ALL and sc == TOTAL
+        ]
+        versions.append(
+            {
+                "model_version": version,
+                "served_by": served_by,
+                **{f: record[f] for f in FIGURES},
+                "predictions": record["predictions"],
+                "coverage": record["coverage"],
+                "label_delay_p50_ms": record["label_delay_p50_ms"],
+                "label_delay_p95_ms": record["label_delay_p95_ms"],
+                "window": None if window is None else {f: window[f] for f in FIGURES},
+                "segments": segments,
+            }
+        )
+    newest = max((int(r["snapshot_at"]) for r in latest.values()), default=None)
+    return {"domain": domain, "snapshot_at": newest, "versions": versions}
+
+
+def render(summary: dict[str, Any], domain: Domain) -> str:
+    if not summary["versions"]:
+        return (
+            f"{domain.topics.monitoring}: no figures yet (is `streamml run monitor --domain "
+            f"{domain.name}` running, and have outcomes arrived?)"
+        )
+    lines = [f"{summary['domain']}: quality since each version started serving (window: latest)"]
+    lines.append("version  served_by  joined  coverage  accuracy  auc     logloss  window acc/auc")
+    for v in summary["versions"]:
+        window = v["window"] or {}
+        lines.append(
+            f"{v['model_version']:<8} {v['served_by']:<10} {v['joined']:>6}  "
+            f"{_shown(v['coverage']):>8}  {_shown(v['accuracy']):>8}  {_shown(v['auc']):<6}  "
+            f"{_shown(v['logloss']):<7}  {_shown(window.get('accuracy'))}/"
+            f"{_shown(window.get('auc'))}"
+        )
+        for s in v["segments"]:
+            lines.append(
+                f"  {s['segment']:<24} joined {s['joined']:>6}  accuracy {_shown(s['accuracy'])}"
+                f"  auc {_shown(s['auc'])}"
+            )
+    lines.append("alerts and drift: not measured yet (the monitor's drift detection is to come)")
+    return "\n".join(lines)
+
+
+def draw(history: list[Record], path: Path, domain: str) -> None:
+    """The window's error rate (1 - accuracy) over time, one line per version and served_by."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for r in history:
+        if r["segment"] == ALL and r["scope"] == WINDOW and r["accuracy"] is not None:
+            times, errors = series.setdefault(f"{r['model_version']} ({r['served_by']})", ([], []))
+            times.append(int(r["snapshot_at"]) / 1000)
+            errors.append(1 - float(r["accuracy"]))
+    figure, axes = plt.subplots(figsize=(8, 4))
+    for label, (times, errors) in sorted(series.items()):
+        start = times[0]
+        axes.plot([t - start for t in times], errors, marker=".", label=label)
+    axes.set_xlabel("seconds since the first snapshot")
+    axes.set_ylabel("error rate (window)")
+    axes.set_title(f"{domain}: error rate over time")
+    axes.grid(True, alpha=0.3)
+    if series:
+        axes.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
