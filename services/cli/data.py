@@ -23,13 +23,12 @@ def register(commands: Any) -> None:
     produce.add_argument(
         "--cards", type=int, default=DEFAULT_CARDS, help="size of the card population"
     )
-    produce.add_argument(
-        "--outcomes",
-        action="store_true",
-        help="also publish each event's outcome (the generator's truth) to <domain>.outcomes",
-    )
+    produce.add_argument("--outcomes", action="store_true", help="also each event's truth")
     produce.add_argument(
         "--label-delay", type=float, default=0.0, metavar="S", help="seconds to each outcome"
+    )
+    produce.add_argument(
+        "--drift", action="append", metavar="KIND@N", help="data@N or concept@N (docs/monitor.md)"
     )
     produce.set_defaults(handler=cmd_produce)
     consume = commands.add_parser("consume", help="print a topic's records as JSON lines")
@@ -53,6 +52,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
             cards=args.cards,
             outcomes=args.outcomes,
             label_delay_s=args.label_delay,
+            drifts=args.drift,
         ),
         file=sys.stderr,
     )

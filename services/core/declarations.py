@@ -129,6 +129,31 @@ class Segment:
         return f"{name}>={edges[-1]:g}"
 
 
+DETECTORS = ("adwin", "ddm", "page_hinkley")
+
+
+@dataclass(frozen=True)
+class ConceptDrift:
+    """River's detector on each model version's stream of errors (decision != label)."""
+
+    detector: str = "adwin"  # adwin (default), ddm or page_hinkley
+    # ADWIN's confidence: a smaller delta needs stronger evidence (river's default, 0.002).
+    adwin_delta: float = 0.002
+    page_hinkley_threshold: float = 50.0  # river's default
+    # DDM's pairs before it may fire (river's default, 30, fires on the noise of a low rate).
+    ddm_warm_start: int = 1_000
+    # After an alarm the version's detector is quiet for this many pairs, then starts afresh.
+    cooldown_pairs: int = 2_000
+    # Event times of the latest pairs kept per version, to place a change point.
+    recent_pairs: int = 20_000
+
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise ValueError(f"concept drift detector {self.detector!r}: one of {DETECTORS}")
+        if self.cooldown_pairs < 0 or self.recent_pairs < 4:
+            raise ValueError("cooldown_pairs must be >= 0 and recent_pairs >= 4")
+
+
 @dataclass(frozen=True)
 class Monitoring:
     """How the monitor watches a domain; every field has a default, so a domain that declares
@@ -142,6 +167,7 @@ class Monitoring:
     segments: tuple[Segment, ...] = ()
     # The sliding window of quality figures: the latest this many pairs of each version.
     quality_window_pairs: int = 5_000
+    concept: ConceptDrift = field(default_factory=ConceptDrift)
 
     def __post_init__(self) -> None:
         if self.quality_window_pairs < 1:

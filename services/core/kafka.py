@@ -23,7 +23,7 @@ from services.core.settings import (
     HISTORY_FETCH_WAIT_MS,
     StackSettings,
 )
-from services.core.topics import MODEL_EVENTS, MODELS
+from services.core.topics import ALERTS, MODEL_EVENTS, MODELS, RETRAIN_REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ def topic_specs(settings: StackSettings, domains: Iterable[Domain]) -> list[Topi
     specs = [
         TopicSpec(MODELS, 1, {"cleanup.policy": "compact"}),
         TopicSpec(MODEL_EVENTS, 1),
+        TopicSpec(ALERTS, 1),
+        TopicSpec(RETRAIN_REQUESTS, 1),
     ]
     for domain in domains:
         specs += [TopicSpec(t, settings.topic_partitions) for t in domain.topics.data_topics()]

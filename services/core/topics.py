@@ -7,7 +7,7 @@ from dataclasses import dataclass
 MODELS = "ml.models"
 MODEL_EVENTS = "ml.models.events"
 ALERTS = "ml.alerts"
-RETRAIN = "ml.retrain"
+RETRAIN_REQUESTS = "ml.retrain.requests"
 
 DLQ_SUFFIX = ".dlq"
 SHADOW_SUFFIX = ".shadow"

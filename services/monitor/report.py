@@ -17,6 +17,7 @@ from services.core.errors import SerializationError
 from services.core.kafka import history_consumer_config
 from services.core.serde import Record, codecs_for
 from services.core.settings import StackSettings, load_settings
+from services.core.topics import ALERTS
 from services.monitor.quality import ALL, TOTAL, WINDOW
 
 READ_TIMEOUT_S = 60.0
@@ -28,8 +29,9 @@ def report(domain_name: str, *, as_json: bool, plot: Path | None, out: TextIO) -
     """Prints the latest figures per model version; returns 1 when none are published yet."""
     settings = load_settings(StackSettings)
     domain = load_domain(settings.features_dir, domain_name)
-    history = read_snapshots(settings, domain)
+    history = read_history(settings, domain.topics.monitoring)
     summary = summarize(domain.name, history)
+    summary["alerts"] = [a for a in read_history(settings, ALERTS) if a["domain"] == domain.name]
     if as_json:
         print(json.dumps(summary, indent=2), file=out)
     else:
@@ -40,9 +42,8 @@ def report(domain_name: str, *, as_json: bool, plot: Path | None, out: TextIO) -
     return 0 if summary["versions"] else 1
 
 
-def read_snapshots(settings: StackSettings, domain: Domain) -> list[Record]:
-    """Every snapshot on the domain's monitoring topic, oldest first."""
-    topic = domain.topics.monitoring
+def read_history(settings: StackSettings, topic: str) -> list[Record]:
+    """Every record of a monitor topic (snapshots, alerts), oldest first."""
     probe = Consumer(history_consumer_config(settings))
     try:
         metadata = probe.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics[topic]
@@ -59,7 +60,7 @@ def read_snapshots(settings: StackSettings, domain: Domain) -> list[Record]:
                 records.append(codec.decode(value or b""))
             except SerializationError:
                 continue
-    return sorted(records, key=lambda r: int(r["snapshot_at"]))
+    return sorted(records, key=lambda r: int(r.get("snapshot_at") or r.get("raised_at") or 0))
 
 
 def summarize(domain: str, history: Iterable[Record]) -> dict[str, Any]:
@@ -117,7 +118,15 @@ def render(summary: dict[str, Any], domain: Domain) -> str:
                 f"  {s['segment']:<24} joined {s['joined']:>6}  accuracy {_shown(s['accuracy'])}"
                 f"  auc {_shown(s['auc'])}"
             )
-    lines.append("alerts and drift: not measured yet (the monitor's drift detection is to come)")
+    alerts = summary.get("alerts", [])
+    lines.append(f"alerts: {len(alerts)}" + (" (latest 10)" if len(alerts) > 10 else ""))
+    for a in alerts[-10:]:
+        baseline = "" if a["baseline"] is None else f"{a['baseline']:.3f} -> "
+        lines.append(
+            f"  {a['kind']} {a['model_version']} ({a['served_by']}) {a['subject']} "
+            f"{a['statistic']}: {baseline}{a['value']:.3f}  [{a['alert_id']}]"
+        )
+    lines.append("data and prediction drift (PSI, KS): not measured yet")
     return "\n".join(lines)
 
 

@@ -20,6 +20,8 @@ from services.core.errors import SerializationError, StackError
 from services.core.kafka import history_consumer_config, producer_config
 from services.core.serde import CodecFactory, Record
 from services.core.settings import StackSettings
+from services.monitor.alerts import AlertPublisher
+from services.monitor.concept import ConceptWatch
 from services.monitor.quality import ALL, TOTAL, WINDOW, Figures, Pair, Quality
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,10 @@ class QualityWatch:
         }  # partitions not yet read to the end they had at the start
         self._producer = Producer(producer_config(settings))
         self.snapshots = 0
+        self._concept = ConceptWatch(domain.monitoring.concept)
+        self._alerts = AlertPublisher(settings, domain, codecs)
+        self.alerts: list[Record] = []
+        self.suppressed = 0  # alarms on pairs read again at a start, before catching up
 
     @property
     def caught_up(self) -> bool:
@@ -66,7 +72,7 @@ class QualityWatch:
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    self._unread.discard((str(message.topic()), int(message.partition() or 0)))
+                    self._reached_end((str(message.topic()), int(message.partition() or 0)))
                 else:
                     log.warning("quality watch: %s", error)
                 continue
@@ -74,6 +80,23 @@ class QualityWatch:
         if self.caught_up and now >= self._next_snapshot:
             self.publish_snapshot()
             self._next_snapshot = now + self._snapshot_every_s
+
+    def _reached_end(self, where: tuple[str, int]) -> None:
+        if where not in self._unread:
+            return
+        self._unread.discard(where)
+        if not self._unread:
+            joined = sum(f.joined for k, f in self._totals_of_all())
+            log.info(
+                "quality watch: caught up (%d labelled pairs, %d predictions read; %d drift "
+                "alarms on them not raised again); live from here",
+                joined,
+                sum(self.quality.predictions.values()),
+                self.suppressed,
+            )
+
+    def _totals_of_all(self) -> list[tuple[tuple[str, str, str], Figures]]:
+        return [(k, self.quality.total(k)) for k in self.quality.figure_keys() if k[2] == ALL]
 
     def publish_snapshot(self) -> None:
         quality, at = self.quality, int(time.time() * 1000)
@@ -92,6 +115,7 @@ class QualityWatch:
     def close(self) -> None:
         self._consumer.close()
         self._producer.flush(METADATA_TIMEOUT_S)
+        self._alerts.close()
 
     def _read(self, topic: str, value: bytes | None) -> None:
         if value is None:
@@ -117,7 +141,18 @@ class QualityWatch:
             for segment in self._domain.monitoring.segments
             if (band := segment.band_of(features.get(segment.field_name))) is not None
         ]
-        self.quality.add(prediction["model_version"], str(prediction["served_by"]), bands, pair)
+        version, served_by = prediction["model_version"], str(prediction["served_by"])
+        self.quality.add(version, served_by, bands, pair)
+        event_time = int(record["event_time"])
+        alarm = self._concept.add(version, served_by, pair.decision != pair.label, event_time)
+        if alarm is None:
+            return
+        if not self.caught_up:
+            # Pairs read again at a start: their drift was alarmed by the instance that read
+            # them live (or it happened while none ran, see docs/monitor.md).
+            self.suppressed += 1
+            return
+        self.alerts.append(self._alerts.concept_drift(alarm, event_time))
 
     def _snapshot(self, key: tuple[str, str, str], scope: str, figures: Figures, at: int) -> Record:
         version, served_by, segment = key

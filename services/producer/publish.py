@@ -15,6 +15,7 @@ from services.core.errors import ConfigError, StackError
 from services.core.kafka import producer_config
 from services.core.serde import Codec, codecs_for
 from services.core.settings import StackSettings, load_settings
+from services.producer.drift import Drift, Drifts
 from services.producer.synthetic import PaymentsGenerator
 
 # Enough cards that, at the rates a demo or a test publishes, each card pays only now and then,
@@ -44,6 +45,7 @@ def publish_synthetic(
     seed: int,
     cards: int = DEFAULT_CARDS,
     outcomes: Outcomes | None = None,
+    drifts: list[Drift] | None = None,
 ) -> list[str]:
     """Publishes ``count`` transactions; with ``rate`` > 0 each is stamped with its send time.
     With ``outcomes``, each transaction's outcome follows it.
@@ -65,8 +67,9 @@ def publish_synthetic(
             _, key, value = due.popleft()
             producer.produce(domain.topics.outcomes, key=key, value=value)
 
+    drifted = Drifts(drifts or [], seed)
     for i, item in enumerate(generator.events(count)):
-        record = item.record
+        record, is_fraud = drifted.apply(i, item.record, item.is_fraud)
         if rate > 0:
             delay = started + i / rate - time.monotonic()
             if delay > 0:
@@ -78,7 +81,7 @@ def publish_synthetic(
             delay_s = outcomes.label_delay_s
             outcome = {
                 domain.event_id_field: record[domain.event_id_field],
-                domain.label_field: item.is_fraud,
+                domain.label_field: is_fraud,
                 "observed_at": int(record[domain.event_time_field] + delay_s * 1000),
             }
             due.append((time.monotonic() + delay_s, key, outcomes.codec.encode(outcome)))
@@ -108,6 +111,7 @@ def produce(
     cards: int,
     outcomes: bool,
     label_delay_s: float,
+    drifts: list[str] | None = None,
 ) -> str:
     """``streamml produce``: synthetic events (and their outcomes) on the stack the settings
     name; returns what was published, for a person."""
@@ -127,6 +131,7 @@ def produce(
         seed=seed,
         cards=cards,
         outcomes=following if outcomes else None,
+        drifts=[Drift.parse(d) for d in drifts or ()],
     )
     also = f" and their outcomes to {domain.topics.outcomes}" if outcomes else ""
     return (

@@ -377,3 +377,78 @@ def report_when(
 
 def ours(reported: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     return [v for v in reported["versions"] if v["model_version"].startswith(f"{prefix}-")]
+
+
+ALERTS = "ml.alerts"
+RETRAIN_REQUESTS = "ml.retrain.requests"
+CAUGHT_UP = "quality watch: caught up"
+
+
+def test_a_concept_drift_raises_one_alert_and_a_retrain_request(
+    stack: StackSettings, logs_dir: Path
+) -> None:
+    codecs = CodecFactory(SchemaStore.from_dir(stack.schemas_dir))
+    encode = {t: codecs.for_topic(t).encode for t in (FEATURES, PREDICTIONS, OUTCOMES)}
+    alerts_codec, requests_codec = codecs.for_topic(ALERTS), codecs.for_topic(RETRAIN_REQUESTS)
+    prefix = uuid.uuid4().hex[:8]
+    rng = random.Random(17)
+    made = events(prefix, rng)  # 3000 events
+    change = 1500
+    version = f"{prefix}-drifting"
+    for i, e in enumerate(made):  # right 95 % of the time, then 40 % wrong from `change` on
+        e["prediction"]["model_version"], e["prediction"]["served_by"] = version, "champion"
+        wrong = rng.random() < (0.05 if i < change else 0.4)
+        e["outcome"]["is_fraud"] = e["prediction"]["decision"] != wrong
+    log_path = logs_dir / f"monitor-drift-{prefix}.log"
+    env = service_env(stack, {"STREAMML_MONITOR_INSTANCE": f"monitor-drift-{prefix}"})
+    alerts, requests = TopicReader(stack, ALERTS), TopicReader(stack, RETRAIN_REQUESTS)
+    monitor = ServiceProcess("monitor", env, log_path, "--domain", "payments")
+    try:
+        deadline = time.monotonic() + 120
+        while CAUGHT_UP not in log_path.read_text():  # alarms on history are not raised again
+            assert time.monotonic() < deadline and monitor.process.poll() is None
+            time.sleep(0.5)
+        for topic, kind in ((FEATURES, "vector"), (PREDICTIONS, "prediction")):
+            publish(
+                stack, topic, [(e[kind]["card_id"].encode(), encode[topic](e[kind])) for e in made]
+            )
+        # Outcomes as a stream delivers them: in event order, a few at a time (the detector
+        # reads pairs in the order they are joined; a bulk back-fill would shuffle them).
+        for start in range(0, len(made), 100):
+            chunk = made[start : start + 100]
+            publish(stack, OUTCOMES, [(None, encode[OUTCOMES](e["outcome"])) for e in chunk])
+            time.sleep(0.2)
+
+        def ours(values: list[bytes]) -> list[dict[str, Any]]:
+            return [a for a in _decoded(values, alerts_codec) if a["model_version"] == version]
+
+        alerts.read_until(lambda v: bool(ours(v)), 120)
+        alerts.settle(3.0)
+        raised = ours(alerts.values)
+        assert len(raised) == 1, f"one drift, one alert: {raised}"
+        (alert,) = raised
+        requests.read_until(
+            lambda v: any(alert["alert_id"] in r["alert_ids"] for r in _decoded(v, requests_codec)),
+            30,
+        )
+        report_when(stack, lambda r: alert["alert_id"] in {a["alert_id"] for a in r["alerts"]})
+        assert monitor.process.poll() is None
+    finally:
+        assert monitor.stop() == 0
+        alerts.close()
+        requests.close()
+    assert (alert["kind"], alert["subject"], alert["statistic"]) == (
+        "concept_drift",
+        "error_rate",
+        "adwin",
+    )
+    assert alert["domain"] == "payments" and alert["served_by"] == "champion"
+    assert alert["baseline"] is not None and alert["value"] > alert["baseline"]
+    (request,) = [
+        r for r in _decoded(requests.values, requests_codec) if alert["alert_id"] in r["alert_ids"]
+    ]
+    assert request["domain"] == "payments" and request["model_version"] == version
+    # The change point is near the event time of the first drifted event (100 ms apart each).
+    first_drifted = made[change]["prediction"]["event_time"]
+    assert request["change_point"] is not None
+    assert abs(request["change_point"] - first_drifted) <= 400 * 100

@@ -1,0 +1,79 @@
+"""Alerts on ``ml.alerts`` and retraining requests on ``ml.retrain.requests``."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from confluent_kafka import Producer
+
+from services.core.declarations import Domain
+from services.core.errors import StackError
+from services.core.kafka import producer_config
+from services.core.serde import CodecFactory, Record
+from services.core.settings import StackSettings
+from services.core.topics import ALERTS, RETRAIN_REQUESTS
+from services.monitor.concept import SUBJECT, Alarm
+
+log = logging.getLogger(__name__)
+
+CONCEPT_DRIFT = "concept_drift"
+FLUSH_TIMEOUT_S = 10.0
+
+
+class AlertPublisher:
+    def __init__(self, settings: StackSettings, domain: Domain, codecs: CodecFactory) -> None:
+        self._domain = domain
+        self._alerts = codecs.for_topic(ALERTS)
+        self._requests = codecs.for_topic(RETRAIN_REQUESTS)
+        self._producer = Producer(producer_config(settings))
+
+    def concept_drift(self, alarm: Alarm, window_end_ms: int) -> Record:
+        """Publishes the alarm's alert and the retraining request it asks for; returns the alert."""
+        declared = self._domain.monitoring.concept
+        threshold = {
+            "adwin": declared.adwin_delta,
+            "page_hinkley": declared.page_hinkley_threshold,
+            "ddm": 3.0,  # river's DDM: drift at three standard deviations over its minimum
+        }[alarm.detector]
+        now = int(time.time() * 1000)
+        alert = {
+            "alert_id": uuid.uuid4().hex,
+            "kind": CONCEPT_DRIFT,
+            "domain": self._domain.name,
+            "model_version": alarm.model_version,
+            "served_by": alarm.served_by,
+            "subject": SUBJECT,
+            "statistic": alarm.detector,
+            "value": alarm.error_rate_after,
+            "threshold": threshold,
+            "baseline": alarm.error_rate_before,
+            "window_start": alarm.change_point_ms,
+            "window_end": window_end_ms,
+            "window_pairs": alarm.pairs_seen,
+            "raised_at": now,
+        }
+        before = "" if alarm.error_rate_before is None else f"{alarm.error_rate_before:.3f} -> "
+        request = {
+            "request_id": uuid.uuid4().hex,
+            "domain": self._domain.name,
+            "model_version": alarm.model_version,
+            "reason": f"concept drift on {alarm.model_version} ({alarm.served_by}): "
+            f"{alarm.detector} saw the error rate go {before}{alarm.error_rate_after:.3f}",
+            "alert_ids": [alert["alert_id"]],
+            "change_point": alarm.change_point_ms,
+            "requested_at": now,
+        }
+        key = f"{self._domain.name}|{alarm.model_version}|{CONCEPT_DRIFT}".encode()
+        self._producer.produce(ALERTS, key=key, value=self._alerts.encode(alert))
+        self._producer.produce(
+            RETRAIN_REQUESTS, key=self._domain.name.encode(), value=self._requests.encode(request)
+        )
+        if self._producer.flush(FLUSH_TIMEOUT_S):
+            raise StackError(f"the alert {alert['alert_id']} was not acknowledged by the broker")
+        log.warning("alert %s: %s", alert["alert_id"], request["reason"])
+        return alert
+
+    def close(self) -> None:
+        self._producer.flush(FLUSH_TIMEOUT_S)

@@ -1,0 +1,96 @@
+"""Concept drift: river's detectors on the stream of errors of each model version.
+
+Each labelled pair is an error (1) when the prediction's decision differs from the outcome's
+label, else 0. One detector per (model version, served_by) reads that stream: ADWIN by default
+(an adaptive window that is cut where its two halves' error rates differ significantly), DDM or
+Page-Hinkley when the domain declares so. A detection raises one alarm; then the version's
+detector is quiet for ``cooldown_pairs`` more pairs (hysteresis: one drift, one alarm, not a
+storm), and starts afresh. The change point, where ADWIN knows it, is the event time of the
+oldest pair of the window it kept after the cut: from there on, the data reflect the new concept.
+Pure logic: the monitor feeds it pairs and publishes what it returns.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from river import drift
+from river.drift import binary
+
+from services.core.declarations import ConceptDrift
+
+STATISTIC = {"adwin": "adwin", "ddm": "ddm", "page_hinkley": "page_hinkley"}
+SUBJECT = "error_rate"
+
+
+@dataclass(frozen=True)
+class Alarm:
+    model_version: str
+    served_by: str
+    detector: str
+    error_rate_before: float | None  # over the pairs the detector had dropped, when it knows
+    error_rate_after: float  # over the pairs since the change point (ADWIN) or the last ones
+    pairs_seen: int  # pairs of this version the detector had read when it fired
+    change_point_ms: int | None
+
+
+def make_detector(declared: ConceptDrift) -> Any:
+    if declared.detector == "adwin":
+        return drift.ADWIN(delta=declared.adwin_delta)  # type: ignore[no-untyped-call]
+    if declared.detector == "ddm":
+        return binary.DDM(warm_start=declared.ddm_warm_start)
+    return drift.PageHinkley(threshold=declared.page_hinkley_threshold)
+
+
+class _Watched:
+    def __init__(self, declared: ConceptDrift) -> None:
+        self.detector = make_detector(declared)
+        self.quiet_until = 0
+        self.seen = 0
+        self.errors = 0
+        self.recent: deque[tuple[int, int]] = deque(maxlen=declared.recent_pairs)
+
+
+class ConceptWatch:
+    def __init__(self, declared: ConceptDrift) -> None:
+        self._declared = declared
+        self._watched: dict[tuple[str, str], _Watched] = {}
+
+    def add(self, version: str, served_by: str, error: bool, event_time_ms: int) -> Alarm | None:
+        key = (version, served_by)
+        watched = self._watched.get(key)
+        if watched is None:
+            watched = self._watched[key] = _Watched(self._declared)
+        watched.seen += 1
+        watched.errors += error
+        watched.recent.append((event_time_ms, int(error)))
+        if watched.seen < watched.quiet_until:
+            return None
+        detector = watched.detector
+        detector.update(int(error) if self._declared.detector == "ddm" else float(error))
+        if not detector.drift_detected:
+            return None
+        alarm = self._alarm(version, served_by, watched)
+        watched.detector = make_detector(self._declared)
+        watched.quiet_until = watched.seen + self._declared.cooldown_pairs
+        return alarm
+
+    def _alarm(self, version: str, served_by: str, watched: _Watched) -> Alarm:
+        detector, recent = watched.detector, list(watched.recent)
+        width = int(getattr(detector, "width", 0) or 0)
+        if 0 < width <= len(recent):
+            after, before = recent[-width:], recent[:-width]
+            change_point: int | None = after[0][0]
+        else:
+            after, before, change_point = recent[-self._declared.recent_pairs // 4 :], [], None
+        return Alarm(
+            model_version=version,
+            served_by=served_by,
+            detector=self._declared.detector,
+            error_rate_before=sum(e for _, e in before) / len(before) if before else None,
+            error_rate_after=sum(e for _, e in after) / len(after) if after else 0.0,
+            pairs_seen=watched.seen,
+            change_point_ms=change_point,
+        )

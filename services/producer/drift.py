@@ -1,0 +1,55 @@
+"""Drift injected into the synthetic stream, from a given event on (``--drift KIND@N``).
+
+- ``data@N``: amounts are ``DATA_FACTOR`` times larger from event N on. The amount's
+  distribution shifts (and with it the card's amount windows); the fraud process does not.
+- ``concept@N``: the truth changes from event N on: besides the generator's own frauds, a
+  ``CONCEPT_SHARE`` of the transactions it calls legitimate turn out fraudulent. The inputs look
+  as before; what they mean does not, so a model's error rate rises.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from services.core.errors import ConfigError
+
+DATA = "data"
+CONCEPT = "concept"
+DATA_FACTOR = 3.0
+CONCEPT_SHARE = 0.3
+_SYNTAX = re.compile(r"^(data|concept)@(\d+)$")
+
+
+@dataclass(frozen=True)
+class Drift:
+    kind: str
+    start: int  # index of the first drifted event (0-based)
+
+    @classmethod
+    def parse(cls, text: str) -> Drift:
+        match = _SYNTAX.match(text.strip())
+        if match is None:
+            raise ConfigError(f"--drift {text!r}: write data@N or concept@N (N: an event index)")
+        return cls(match.group(1), int(match.group(2)))
+
+
+class Drifts:
+    """Applies every declared drift to the i-th event and its label."""
+
+    def __init__(self, drifts: list[Drift], seed: int) -> None:
+        self._drifts = drifts
+        self._rng = np.random.default_rng(seed)
+
+    def apply(self, i: int, record: dict[str, Any], is_fraud: bool) -> tuple[dict[str, Any], bool]:
+        for drift in self._drifts:
+            if i < drift.start:
+                continue
+            if drift.kind == DATA:
+                record = dict(record, amount=round(float(record["amount"]) * DATA_FACTOR, 2))
+            elif not is_fraud and self._rng.random() < CONCEPT_SHARE:
+                is_fraud = True
+        return record, is_fraud
