@@ -155,6 +155,25 @@ class ConceptDrift:
 
 
 @dataclass(frozen=True)
+class DataDrift:
+    """Live vectors (and scores) against the serving model's training reference."""
+
+    window_vectors: int = 5_000  # the live window compared with the reference
+    check_every: int = 1_000  # vectors between two comparisons
+    # PSI 0.1-0.2 is usually read as a moderate shift, above 0.2 as a significant one.
+    psi_threshold: float = 0.2
+    ks_threshold: float = 0.15
+    # After an alert, checks in a row back under both thresholds before a subject re-arms.
+    cooldown_checks: int = 5
+    # A data drift still there this many checks after its alert asks for retraining.
+    persists_checks: int = 5
+
+    def __post_init__(self) -> None:
+        if self.window_vectors < 100 or not 0 < self.check_every <= self.window_vectors:
+            raise ValueError("window_vectors must be >= 100 and check_every in (0, window]")
+
+
+@dataclass(frozen=True)
 class Monitoring:
     """How the monitor watches a domain; every field has a default, so a domain that declares
     nothing is monitored too."""
@@ -168,6 +187,7 @@ class Monitoring:
     # The sliding window of quality figures: the latest this many pairs of each version.
     quality_window_pairs: int = 5_000
     concept: ConceptDrift = field(default_factory=ConceptDrift)
+    data: DataDrift = field(default_factory=DataDrift)
 
     def __post_init__(self) -> None:
         if self.quality_window_pairs < 1:

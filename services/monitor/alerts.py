@@ -15,6 +15,7 @@ from services.core.serde import CodecFactory, Record
 from services.core.settings import StackSettings
 from services.core.topics import ALERTS, RETRAIN_REQUESTS
 from services.monitor.concept import SUBJECT, Alarm
+from services.monitor.distribution import Finding
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,64 @@ class AlertPublisher:
             raise StackError(f"the alert {alert['alert_id']} was not acknowledged by the broker")
         log.warning("alert %s: %s", alert["alert_id"], request["reason"])
         return alert
+
+    def distribution_drift(self, finding: Finding, version: str) -> Record:
+        """Publishes one data- or prediction-drift alert; returns it."""
+        alert_id = uuid.uuid4().hex
+        alert: Record = {
+            "alert_id": alert_id,
+            "kind": finding.kind,
+            "domain": self._domain.name,
+            "model_version": version,
+            "served_by": "champion",
+            "subject": finding.subject,
+            "statistic": finding.statistic,
+            "value": finding.value,
+            "threshold": finding.threshold,
+            "baseline": None,
+            "window_start": finding.window_start_ms,
+            "window_end": finding.window_end_ms,
+            "window_pairs": finding.window_values,
+            "raised_at": int(time.time() * 1000),
+        }
+        key = f"{self._domain.name}|{version}|{finding.kind}".encode()
+        self._producer.produce(ALERTS, key=key, value=self._alerts.encode(alert))
+        self._flush(f"the alert {alert_id}")
+        log.warning(
+            "alert %s: %s of %s on %s: %s %.3f > %.3f",
+            alert_id,
+            finding.kind,
+            finding.subject,
+            version,
+            finding.statistic,
+            finding.value,
+            finding.threshold,
+        )
+        return alert
+
+    def retrain_for_persistent_drift(self, finding: Finding, version: str, alert_id: str) -> None:
+        """The data drift of ``alert_id`` is still there: asks for a model of the new data."""
+        now = int(time.time() * 1000)
+        request_id = uuid.uuid4().hex
+        request: Record = {
+            "request_id": request_id,
+            "domain": self._domain.name,
+            "model_version": version,
+            "reason": f"data drift of {finding.subject} persists on {version}: "
+            f"{finding.statistic} {finding.value:.3f} > {finding.threshold:.3f}",
+            "alert_ids": [alert_id],
+            "change_point": finding.window_start_ms,
+            "requested_at": now,
+        }
+        self._producer.produce(
+            RETRAIN_REQUESTS, key=self._domain.name.encode(), value=self._requests.encode(request)
+        )
+        self._flush(f"the retrain request {request_id}")
+        log.warning("retrain request %s: %s", request_id, request["reason"])
+
+    def _flush(self, what: str) -> None:
+        if self._producer.flush(FLUSH_TIMEOUT_S):
+            raise StackError(f"{what} was not acknowledged by the broker")
 
     def close(self) -> None:
         self._producer.flush(FLUSH_TIMEOUT_S)

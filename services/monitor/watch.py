@@ -22,6 +22,7 @@ from services.core.serde import CodecFactory, Record
 from services.core.settings import StackSettings
 from services.monitor.alerts import AlertPublisher
 from services.monitor.concept import ConceptWatch
+from services.monitor.drift_watch import DriftWatch
 from services.monitor.quality import ALL, TOTAL, WINDOW, Figures, Pair, Quality
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class QualityWatch:
         self.snapshots = 0
         self._concept = ConceptWatch(domain.monitoring.concept)
         self._alerts = AlertPublisher(settings, domain, codecs)
+        self.drift = DriftWatch(settings, domain, codecs, self._alerts)
         self.alerts: list[Record] = []
         self.suppressed = 0  # alarms on pairs read again at a start, before catching up
 
@@ -77,6 +79,7 @@ class QualityWatch:
                     log.warning("quality watch: %s", error)
                 continue
             self._read(str(message.topic()), message.value())
+        self.drift.poll(now)
         if self.caught_up and now >= self._next_snapshot:
             self.publish_snapshot()
             self._next_snapshot = now + self._snapshot_every_s
@@ -115,6 +118,7 @@ class QualityWatch:
     def close(self) -> None:
         self._consumer.close()
         self._producer.flush(METADATA_TIMEOUT_S)
+        self.drift.close()
         self._alerts.close()
 
     def _read(self, topic: str, value: bytes | None) -> None:

@@ -21,6 +21,7 @@ import onnxruntime
 import torch
 
 from services.core.declarations import Domain
+from services.models.reference import reference_of
 from services.models.runtimes import KIND
 from services.producer.synthetic import PaymentsGenerator
 from services.registry.artifacts import ARTIFACT_FILE, CARD_FILE, ModelStore
@@ -121,6 +122,7 @@ def train_bootstrap(
             holdout=holdout,
             metrics=metrics,
             seed=seed,
+            scores=scores,
         ),
         "input": {
             "name": "features",
@@ -185,8 +187,11 @@ def base_card(
     holdout: Dataset,
     metrics: dict[str, float],
     seed: int,
+    scores: npt.ArrayLike,
 ) -> dict[str, Any]:
-    """The model card fields every bootstrap kind has; each kind adds its own."""
+    """The model card fields every bootstrap kind has; each kind adds its own. ``scores``: the
+    model's on the holdout, whose inputs and scores make the drift reference."""
+    columns = {name: holdout.X[:, i] for i, name in enumerate(dataset.feature_names)}
     return {
         "model_name": domain.model_name,
         "version": version,
@@ -204,6 +209,7 @@ def base_card(
             "fraud_share": BOOTSTRAP_FRAUD_SHARE,
         },
         "metrics": metrics,
+        "reference": reference_of(columns, np.ravel(np.asarray(scores))),
         "seed": seed,
         "created_at": datetime.now(UTC).isoformat(),
         "intended_use": (

@@ -65,6 +65,7 @@ def train_river_bootstrap(
             holdout=holdout,
             metrics=metrics,
             seed=seed,
+            scores=scores,
         ),
         "input": {
             "dtype": "float32",

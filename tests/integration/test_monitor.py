@@ -5,6 +5,7 @@ arrived first, also across a kill -9 of the monitor; bad outcomes go to the DLQ.
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -452,3 +453,99 @@ def test_a_concept_drift_raises_one_alert_and_a_retrain_request(
     first_drifted = made[change]["prediction"]["event_time"]
     assert request["change_point"] is not None
     assert abs(request["change_point"] - first_drifted) <= 400 * 100
+
+
+INTEGER_FEATURES = ("txn_count_5m", "txn_count_1h", "txn_count_24h")
+
+
+def sample_like(histogram: dict[str, Any], integer: bool, rng: random.Random) -> float | int:
+    """A value drawn from a reference histogram: a bin by its count, a point inside it (the
+    end bins, open on one side, get a span as wide as an average inner bin)."""
+    edges, counts = histogram["edges"], histogram["counts"]
+    width = (edges[-1] - edges[0]) / max(len(edges) - 1, 1) or 1.0
+    while True:
+        (b,) = rng.choices(range(len(counts)), weights=counts)
+        low = edges[b - 1] if b > 0 else edges[0] - width
+        high = edges[b] if b < len(edges) else edges[-1] + width
+        if not integer:
+            return rng.uniform(low, high)
+        value = math.floor(high - 1e-9) if b == 0 else math.ceil(low)
+        if value < high:  # a bin between two fractional edges may hold no integer
+            return max(value, 0)
+
+
+def test_a_shifted_feature_raises_a_data_drift_alert_naming_it(
+    stack: StackSettings, logs_dir: Path
+) -> None:
+    from services.core.domains import load_domain
+    from services.registry.artifacts import ModelStore
+    from services.registry.stages import promote
+    from services.trainer.publish import train_and_register
+
+    codecs = CodecFactory(SchemaStore.from_dir(stack.schemas_dir))
+    domain = load_domain(stack.features_dir, "payments")
+    version = train_and_register(stack, domain, seed=11, events=20_000)
+    promote(stack, codecs, domain.model_name, version)
+    reference = ModelStore(stack.models_dir).card(domain.model_name, version)["reference"]
+    histograms = reference["features"]
+    prefix = uuid.uuid4().hex[:8]
+    rng = random.Random(18)
+    vectors = []
+    templates = [e for n in range(4) for e in events(f"{prefix}{n}", rng)][:11_000]
+    for i, e in enumerate(templates):
+        vector = dict(e["vector"])
+        for name in histograms:
+            if name in vector:
+                vector[name] = sample_like(histograms[name], name in INTEGER_FEATURES, rng)
+        if i >= 1000:  # from here on, amounts three times larger
+            vector["amount"] = float(vector["amount"]) * 3
+        vectors.append(vector)
+    log_path = logs_dir / f"monitor-data-drift-{prefix}.log"
+    env = service_env(
+        stack,
+        {
+            "STREAMML_MONITOR_INSTANCE": f"monitor-data-{prefix}",
+            "STREAMML_MONITOR_SNAPSHOT_EVERY_S": "1",
+        },
+    )
+    alerts_codec, requests_codec = codecs.for_topic(ALERTS), codecs.for_topic(RETRAIN_REQUESTS)
+    alerts, requests = TopicReader(stack, ALERTS), TopicReader(stack, RETRAIN_REQUESTS)
+    monitor = ServiceProcess("monitor", env, log_path, "--domain", "payments")
+    try:
+        deadline = time.monotonic() + 120
+        while "reference" not in log_path.read_text() or CAUGHT_UP not in log_path.read_text():
+            assert time.monotonic() < deadline and monitor.process.poll() is None
+            time.sleep(0.5)
+        codec = codecs.for_topic(FEATURES)
+        publish(stack, FEATURES, [(v["card_id"].encode(), codec.encode(v)) for v in vectors])
+
+        def data_drift(values: list[bytes]) -> list[dict[str, Any]]:
+            return [
+                a
+                for a in _decoded(values, alerts_codec)
+                if a["kind"] == "data_drift" and a["model_version"] == version
+            ]
+
+        alerts.read_until(lambda v: bool(data_drift(v)), 120)
+        alerts.settle(3.0)
+        # Still there five checks later: a retraining request naming the alert.
+        asked = requests.read_until(
+            lambda v: any(
+                r["alert_ids"] == [a["alert_id"]]
+                for r in _decoded(v, requests_codec)
+                for a in data_drift(alerts.values)
+            ),
+            60,
+        )
+        assert monitor.process.poll() is None
+    finally:
+        assert monitor.stop() == 0
+        alerts.close()
+        requests.close()
+    raised = data_drift(alerts.values)
+    assert [a["subject"] for a in raised] == ["amount"], raised
+    (alert,) = raised
+    assert alert["statistic"] in ("psi", "ks") and alert["value"] > alert["threshold"]
+    assert alert["window_pairs"] == domain.monitoring.data.window_vectors
+    (request,) = [r for r in _decoded(asked, requests_codec) if alert["alert_id"] in r["alert_ids"]]
+    assert request["model_version"] == version and "amount" in request["reason"]
