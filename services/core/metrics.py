@@ -55,6 +55,16 @@ MONITOR_UNMATCHED = "monitor_unmatched"  # _total: outcomes with no prediction i
 MONITOR_DUPLICATES = "monitor_duplicates"  # _total: parts seen again
 MONITOR_PENDING = "monitor_join_pending"  # entries in the join, by domain and partition
 MONITOR_RECOVERIES = "monitor_transaction_recoveries"  # _total
+# Quality, by domain, model_version, served_by, segment and scope (window or total):
+MONITOR_LABELLED_PAIRS = "monitor_labelled_pairs"
+MONITOR_ACCURACY = "monitor_accuracy"
+MONITOR_AUC = "monitor_auc"
+MONITOR_LOGLOSS = "monitor_logloss"
+MONITOR_COVERAGE = "monitor_coverage"  # by domain, model_version and served_by
+MONITOR_DRIFT_PSI = "monitor_drift_psi"  # by domain and subject (a feature, or score)
+MONITOR_DRIFT_KS = "monitor_drift_ks"  # by domain and subject
+MONITOR_ALERTS = "monitor_alerts"  # _total, by domain and kind
+MONITOR_RETRAIN_REQUESTS = "monitor_retrain_requests"  # _total, by domain
 
 FEATURE_LOG_ROWS_WRITTEN = "feature_log_rows_written"  # _total, by domain
 FEATURE_LOG_FILES_WRITTEN = "feature_log_files_written"  # _total, by domain

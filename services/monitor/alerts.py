@@ -16,6 +16,7 @@ from services.core.settings import StackSettings
 from services.core.topics import ALERTS, RETRAIN_REQUESTS
 from services.monitor.concept import SUBJECT, Alarm
 from services.monitor.distribution import Finding
+from services.monitor.metrics import MonitorMetrics
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,15 @@ FLUSH_TIMEOUT_S = 10.0
 
 
 class AlertPublisher:
-    def __init__(self, settings: StackSettings, domain: Domain, codecs: CodecFactory) -> None:
+    def __init__(
+        self,
+        settings: StackSettings,
+        domain: Domain,
+        codecs: CodecFactory,
+        metrics: MonitorMetrics,
+    ) -> None:
         self._domain = domain
+        self._metrics = metrics
         self._alerts = codecs.for_topic(ALERTS)
         self._requests = codecs.for_topic(RETRAIN_REQUESTS)
         self._producer = Producer(producer_config(settings))
@@ -71,8 +79,9 @@ class AlertPublisher:
         self._producer.produce(
             RETRAIN_REQUESTS, key=self._domain.name.encode(), value=self._requests.encode(request)
         )
-        if self._producer.flush(FLUSH_TIMEOUT_S):
-            raise StackError(f"the alert {alert['alert_id']} was not acknowledged by the broker")
+        self._flush(f"the alert {alert['alert_id']}")
+        self._metrics.alerts.labels(self._domain.name, CONCEPT_DRIFT).inc()
+        self._metrics.retrain_requests.labels(self._domain.name).inc()
         log.warning("alert %s: %s", alert["alert_id"], request["reason"])
         return alert
 
@@ -98,6 +107,7 @@ class AlertPublisher:
         key = f"{self._domain.name}|{version}|{finding.kind}".encode()
         self._producer.produce(ALERTS, key=key, value=self._alerts.encode(alert))
         self._flush(f"the alert {alert_id}")
+        self._metrics.alerts.labels(self._domain.name, finding.kind).inc()
         log.warning(
             "alert %s: %s of %s on %s: %s %.3f > %.3f",
             alert_id,
@@ -128,6 +138,7 @@ class AlertPublisher:
             RETRAIN_REQUESTS, key=self._domain.name.encode(), value=self._requests.encode(request)
         )
         self._flush(f"the retrain request {request_id}")
+        self._metrics.retrain_requests.labels(self._domain.name).inc()
         log.warning("retrain request %s: %s", request_id, request["reason"])
 
     def _flush(self, what: str) -> None:

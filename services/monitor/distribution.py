@@ -55,6 +55,7 @@ class DistributionWatch:
     _subjects: dict[str, _Subject] = field(default_factory=dict)
     _vectors: int = 0
     _scores: int = 0
+    latest: dict[str, tuple[float, float]] = field(default_factory=dict)  # subject: psi, ks
 
     def use_reference(self, version: str, reference: Mapping[str, Any]) -> None:
         """Compares with this version's reference from now on (a new champion: a new window)."""
@@ -69,6 +70,7 @@ class DistributionWatch:
             if h and h.get("edges")
         }
         self._vectors = self._scores = 0
+        self.latest.clear()
 
     def add_vector(self, vector: Mapping[str, Any], event_time_ms: int) -> list[Finding]:
         """One live vector; the findings of a check, when one was due."""
@@ -105,6 +107,7 @@ class DistributionWatch:
         declared = self.declared
         live = count_into(subject.edges, (v for _, v in subject.values))
         by_psi, by_ks = psi(subject.reference, live), ks(subject.reference, live)
+        self.latest[name] = (by_psi, by_ks)
         past = by_psi > declared.psi_threshold or by_ks > declared.ks_threshold
         if not subject.drifting:
             if not past:

@@ -15,6 +15,7 @@ from services.core.serde import CodecFactory
 from services.core.settings import StackSettings
 from services.monitor.alerts import AlertPublisher
 from services.monitor.distribution import DistributionWatch, Finding
+from services.monitor.metrics import MonitorMetrics
 from services.registry.artifacts import ModelStore
 from services.registry.versions import CHAMPION, read_registry
 
@@ -32,7 +33,9 @@ class DriftWatch:
         domain: Domain,
         codecs: CodecFactory,
         alerts: AlertPublisher,
+        metrics: MonitorMetrics,
     ) -> None:
+        self._metrics = metrics
         topics = domain.topics
         self._settings, self._domain, self._codecs, self._alerts = settings, domain, codecs, alerts
         self._features, self._predictions = topics.features, topics.predictions
@@ -78,6 +81,9 @@ class DriftWatch:
                 continue
             for finding in findings:
                 self._raise(finding)
+        for subject, (by_psi, by_ks) in self.watch.latest.items():
+            self._metrics.psi.labels(self._domain.name, subject).set(by_psi)
+            self._metrics.ks.labels(self._domain.name, subject).set(by_ks)
 
     def _raise(self, finding: Finding) -> None:
         version = self.watch.version or ""

@@ -19,11 +19,44 @@ class MonitorMetrics:
     duplicates: Counter
     pending: Gauge
     recoveries: Counter
+    labelled_pairs: Gauge
+    accuracy: Gauge
+    auc: Gauge
+    logloss: Gauge
+    coverage: Gauge
+    psi: Gauge
+    ks: Gauge
+    alerts: Counter
+    retrain_requests: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> MonitorMetrics:
         per_domain = names.MetricMaker(registry).with_leading("domain")
+        quality = per_domain.with_leading("model_version", "served_by", "segment", "scope")
         return cls(
+            labelled_pairs=quality.gauge(names.MONITOR_LABELLED_PAIRS, "Labelled pairs measured"),
+            accuracy=quality.gauge(names.MONITOR_ACCURACY, "Share of decisions equal to the label"),
+            auc=quality.gauge(names.MONITOR_AUC, "ROC AUC of the score against the label"),
+            logloss=quality.gauge(names.MONITOR_LOGLOSS, "Mean log loss of the score"),
+            coverage=per_domain.gauge(
+                names.MONITOR_COVERAGE,
+                "Labelled pairs over predictions read",
+                ["model_version", "served_by"],
+            ),
+            psi=per_domain.gauge(
+                names.MONITOR_DRIFT_PSI,
+                "PSI of the live window against the champion's training reference",
+                ["subject"],
+            ),
+            ks=per_domain.gauge(
+                names.MONITOR_DRIFT_KS,
+                "KS distance of the live window against the champion's training reference",
+                ["subject"],
+            ),
+            alerts=per_domain.counter(names.MONITOR_ALERTS, "Alerts raised on ml.alerts", ["kind"]),
+            retrain_requests=per_domain.counter(
+                names.MONITOR_RETRAIN_REQUESTS, "Requests on ml.retrain.requests"
+            ),
             parts=per_domain.counter(
                 names.MONITOR_PARTS, "Predictions, outcomes and vectors read", ["kind"]
             ),

@@ -87,7 +87,9 @@ class Monitor(StoppableLoop):
         )
         if created:
             log.info("created %s", ", ".join(created))
-        self._watch = QualityWatch(settings, domain, codecs, settings.monitor_snapshot_every_s)
+        self._watch = QualityWatch(
+            settings, domain, codecs, settings.monitor_snapshot_every_s, self._metrics
+        )
 
     def run(self) -> None:
         settings = self._settings

@@ -23,6 +23,7 @@ from services.core.settings import StackSettings
 from services.monitor.alerts import AlertPublisher
 from services.monitor.concept import ConceptWatch
 from services.monitor.drift_watch import DriftWatch
+from services.monitor.metrics import MonitorMetrics
 from services.monitor.quality import ALL, TOTAL, WINDOW, Figures, Pair, Quality
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class QualityWatch:
         domain: Domain,
         codecs: CodecFactory,
         snapshot_every_s: float,
+        metrics: MonitorMetrics,
     ) -> None:
         topics = domain.topics
         self._domain = domain
@@ -59,8 +61,9 @@ class QualityWatch:
         self._producer = Producer(producer_config(settings))
         self.snapshots = 0
         self._concept = ConceptWatch(domain.monitoring.concept)
-        self._alerts = AlertPublisher(settings, domain, codecs)
-        self.drift = DriftWatch(settings, domain, codecs, self._alerts)
+        self._metrics = metrics
+        self._alerts = AlertPublisher(settings, domain, codecs, metrics)
+        self.drift = DriftWatch(settings, domain, codecs, self._alerts, metrics)
         self.alerts: list[Record] = []
         self.suppressed = 0  # alarms on pairs read again at a start, before catching up
 
@@ -108,12 +111,28 @@ class QualityWatch:
             version, served_by, segment = key
             for scope, figures in ((WINDOW, quality.window(key)), (TOTAL, quality.total(key))):
                 record = self._snapshot(key, scope, figures, at)
+                self._gauge(record)
                 name = f"{version}|{served_by}|{segment}|{scope}".encode()
                 self._producer.produce(topic, key=name, value=self._snapshot_codec.encode(record))
         left = self._producer.flush(METADATA_TIMEOUT_S)
         if left:
             raise StackError(f"{left} quality snapshots were not acknowledged on {topic}")
         self.snapshots += 1
+
+    def _gauge(self, record: Record) -> None:
+        metrics, name = self._metrics, self._domain.name
+        labels = (name, record["model_version"], record["served_by"], record["segment"])
+        scoped = (*labels, record["scope"])
+        metrics.labelled_pairs.labels(*scoped).set(record["joined"])
+        for gauge, value in (
+            (metrics.accuracy, record["accuracy"]),
+            (metrics.auc, record["auc"]),
+            (metrics.logloss, record["logloss"]),
+        ):
+            if value is not None:
+                gauge.labels(*scoped).set(value)
+        if record["coverage"] is not None:
+            metrics.coverage.labels(*labels[:3]).set(record["coverage"])
 
     def close(self) -> None:
         self._consumer.close()

@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from services.core.serde import Codec, CodecFactory
 from services.core.settings import StackSettings
 from services.monitor.quality import AUC_BINS, Pair, figures_of
 from services.producer.synthetic import PaymentsGenerator
+from services.stack.processes import free_port
 from services.stack.services import ServiceProcess, service_env
 from tests.integration.helpers import TopicReader, publish
 
@@ -401,7 +403,15 @@ def test_a_concept_drift_raises_one_alert_and_a_retrain_request(
         wrong = rng.random() < (0.05 if i < change else 0.4)
         e["outcome"]["is_fraud"] = e["prediction"]["decision"] != wrong
     log_path = logs_dir / f"monitor-drift-{prefix}.log"
-    env = service_env(stack, {"STREAMML_MONITOR_INSTANCE": f"monitor-drift-{prefix}"})
+    port = free_port()
+    env = service_env(
+        stack,
+        {
+            "STREAMML_MONITOR_INSTANCE": f"monitor-drift-{prefix}",
+            "STREAMML_MONITOR_SNAPSHOT_EVERY_S": "1",
+            "STREAMML_METRICS_PORT": str(port),
+        },
+    )
     alerts, requests = TopicReader(stack, ALERTS), TopicReader(stack, RETRAIN_REQUESTS)
     monitor = ServiceProcess("monitor", env, log_path, "--domain", "payments")
     try:
@@ -433,6 +443,12 @@ def test_a_concept_drift_raises_one_alert_and_a_retrain_request(
             30,
         )
         report_when(stack, lambda r: alert["alert_id"] in {a["alert_id"] for a in r["alerts"]})
+        ours_total = (
+            f'streamml_monitor_labelled_pairs{{domain="payments",model_version="{version}",'
+            'scope="total",segment="all",served_by="champion"} 3000.0'
+        )
+        exposed = scrape_until(port, ours_total)
+        assert 'streamml_monitor_alerts_total{domain="payments",kind="concept_drift"}' in exposed
         assert monitor.process.poll() is None
     finally:
         assert monitor.stop() == 0
@@ -549,3 +565,16 @@ def test_a_shifted_feature_raises_a_data_drift_alert_naming_it(
     assert alert["window_pairs"] == domain.monitoring.data.window_vectors
     (request,) = [r for r in _decoded(asked, requests_codec) if alert["alert_id"] in r["alert_ids"]]
     assert request["model_version"] == version and "amount" in request["reason"]
+
+
+def scrape_until(port: int, line: str, timeout_s: float = 30.0) -> str:
+    """The monitor's /metrics exposition, once it holds ``line``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        url = f"http://127.0.0.1:{port}/metrics"
+        body: str = urllib.request.urlopen(url, timeout=5).read().decode()
+        if line in body or time.monotonic() > deadline:
+            near = [x for x in body.splitlines() if line.split("{", maxsplit=1)[0] in x][:6]
+            assert line in body, f"{line} never exposed; near it: {near}"
+            return body
+        time.sleep(0.5)
