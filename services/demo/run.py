@@ -1,4 +1,5 @@
-"""`streamml demo`: a local stack, a bootstrap model, featurizer and scorer, some events."""
+"""`streamml demo`: a local stack, a bootstrap model, featurizer, scorer and monitor, some
+events with their outcomes, and a concept drift injected halfway that the monitor alarms."""
 
 from __future__ import annotations
 
@@ -8,15 +9,21 @@ import sys
 import time
 from collections import Counter
 
+from confluent_kafka import Consumer
+
 from services.core.domains import load_domain
-from services.core.serde import codecs_for
+from services.core.kafka import consumer_config
+from services.core.serde import Codec, Record, codecs_for
 from services.core.settings import StackSettings
+from services.core.topics import ALERTS
 from services.demo.collect import Collector
 from services.stack import local
 from services.stack.services import ServiceProcess, service_env
 
 WARMUP_TIMEOUT_S = 90.0
 DRAIN_TIMEOUT_S = 90.0
+ALERT_TIMEOUT_S = 60.0
+LABEL_DELAY_S = 1.0
 
 
 def step(message: str) -> None:
@@ -45,7 +52,8 @@ def run(*, count: int, rate: float) -> int:
 
 
 def _run(count: int, rate: float, settings: StackSettings, services: list[ServiceProcess]) -> int:
-    from services.producer.publish import publish_synthetic
+    from services.producer.drift import Drift
+    from services.producer.publish import Outcomes, publish_synthetic
     from services.registry.stages import promote
     from services.trainer.publish import train_and_register
 
@@ -54,10 +62,13 @@ def _run(count: int, rate: float, settings: StackSettings, services: list[Servic
     step("training a bootstrap model (torch -> ONNX) and promoting it")
     version = train_and_register(settings, domain, seed=7, events=40_000)
     promote(settings, codecs, domain.model_name, version)
-    step("starting the featurizer and the scorer")
-    env = service_env(settings)
+    step("starting the featurizer, the scorer and the monitor")
+    env = service_env(settings, {"STREAMML_MONITOR_SNAPSHOT_EVERY_S": "2"})
     logs = settings.home / "logs"
-    services += [ServiceProcess(s, env, logs / f"{s}.log") for s in ("featurizer", "scorer")]
+    services += [
+        ServiceProcess(s, env, logs / f"{s}.log") for s in ("featurizer", "scorer", "monitor")
+    ]
+    alerts = AlertReader(settings, codecs.for_topic(ALERTS))
     collector = Collector(
         settings, domain.topics.predictions, codecs.for_topic(domain.topics.predictions)
     )
@@ -67,12 +78,32 @@ def _run(count: int, rate: float, settings: StackSettings, services: list[Servic
     if collector.wait_for(warmup, WARMUP_TIMEOUT_S):
         print(f"no prediction within {WARMUP_TIMEOUT_S:.0f} s; see {logs}", file=sys.stderr)
         return 1
-    step(f"publishing {count} transactions at {rate:.0f}/s")
-    event_ids = publish_synthetic(settings, domain, events, count=count, rate=rate, seed=1)
+    drift = Drift("concept", count // 2)
+    step(
+        f"publishing {count} transactions at {rate:.0f}/s, each outcome {LABEL_DELAY_S:g} s "
+        f"later; the fraud pattern changes at transaction {drift.start} (concept drift)"
+    )
+    outcomes = Outcomes(codecs.for_topic(domain.topics.outcomes), LABEL_DELAY_S)
+    event_ids = publish_synthetic(
+        settings, domain, events, count=count, rate=rate, seed=1, outcomes=outcomes, drifts=[drift]
+    )
     missing = collector.wait_for(event_ids, DRAIN_TIMEOUT_S)
     time.sleep(1.0)  # anything late or doubled shows up meanwhile
     collector.close()
-    return _summary(collector, event_ids, missing, settings)
+    step("waiting for the monitor to alarm the drift")
+    alert = alerts.first(domain.name, ALERT_TIMEOUT_S)
+    alerts.close()
+    code = _summary(collector, event_ids, missing, settings)
+    if alert is None:
+        print(f"  drift alert         none within {ALERT_TIMEOUT_S:.0f} s; see {logs}/monitor.log")
+        return 1
+    before = "" if alert["baseline"] is None else f"{alert['baseline']:.1%} -> "
+    print(
+        f"  drift alert         {alert['kind']} on version {alert['model_version']}: "
+        f"error rate {before}{alert['value']:.1%} ({alert['statistic']}), on ml.alerts"
+    )
+    print(f"  quality             streamml monitor report {domain.name} (docs/monitor.md)")
+    return code
 
 
 def _summary(
@@ -108,3 +139,26 @@ def _summary(
     print("  next: streamml up --detach; streamml consume payments.predictions --count 5;")
     print(f"        docs/architecture.md; service logs in {settings.home / 'logs'}")
     return 0 if not missing and not doubled else 1
+
+
+class AlertReader:
+    """Reads ``ml.alerts`` from its beginning (the demo's stack is fresh)."""
+
+    def __init__(self, settings: StackSettings, codec: Codec) -> None:
+        self._codec = codec
+        self._consumer = Consumer(consumer_config(settings, f"streamml-demo-{time.time_ns()}"))
+        self._consumer.subscribe([ALERTS])
+
+    def first(self, domain: str, timeout_s: float) -> Record | None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for message in self._consumer.consume(100, 0.5):
+                value = message.value()
+                if message.error() is None and value is not None:
+                    alert = self._codec.decode(value)
+                    if alert["domain"] == domain:
+                        return alert
+        return None
+
+    def close(self) -> None:
+        self._consumer.close()
