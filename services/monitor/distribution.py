@@ -72,6 +72,9 @@ class DistributionWatch:
         self._vectors = self._scores = 0
         self.latest.clear()
 
+    def window_size(self, subject: str) -> int:
+        return len(self._subjects[subject].values)
+
     def add_vector(self, vector: Mapping[str, Any], event_time_ms: int) -> list[Finding]:
         """One live vector; the findings of a check, when one was due."""
         for name, subject in self._subjects.items():

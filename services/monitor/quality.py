@@ -23,6 +23,7 @@ EPSILON = 1e-15  # log loss clips scores to [EPSILON, 1 - EPSILON]
 ALL = "all"  # the segment every pair is in
 WINDOW = "window"
 TOTAL = "total"
+DRIFT = "drift"  # the scope of a drift snapshot (not a quality figure)
 
 
 @dataclass(frozen=True)

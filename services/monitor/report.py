@@ -18,7 +18,7 @@ from services.core.kafka import history_consumer_config
 from services.core.serde import Record, codecs_for
 from services.core.settings import StackSettings, load_settings
 from services.core.topics import ALERTS
-from services.monitor.quality import ALL, TOTAL, WINDOW
+from services.monitor.quality import ALL, DRIFT, TOTAL, WINDOW
 
 READ_TIMEOUT_S = 60.0
 METADATA_TIMEOUT_S = 10.0
@@ -37,7 +37,7 @@ def report(domain_name: str, *, as_json: bool, plot: Path | None, out: TextIO) -
     else:
         print(render(summary, domain), file=out)
     if plot is not None:
-        draw(history, plot, domain.name)
+        draw(history, summary["alerts"], plot, domain.name)
         print(f"plot: {plot}", file=out)
     return 0 if summary["versions"] else 1
 
@@ -93,8 +93,13 @@ def summarize(domain: str, history: Iterable[Record]) -> dict[str, Any]:
                 "segments": segments,
             }
         )
+    drift = [
+        {"model_version": v, "subject": s, "psi": r["psi"], "ks": r["ks"], "values": r["joined"]}
+        for (v, _, s, sc), r in sorted(latest.items())
+        if sc == DRIFT
+    ]
     newest = max((int(r["snapshot_at"]) for r in latest.values()), default=None)
-    return {"domain": domain, "snapshot_at": newest, "versions": versions}
+    return {"domain": domain, "snapshot_at": newest, "versions": versions, "drift": drift}
 
 
 def render(summary: dict[str, Any], domain: Domain) -> str:
@@ -126,33 +131,49 @@ def render(summary: dict[str, Any], domain: Domain) -> str:
             f"  {a['kind']} {a['model_version']} ({a['served_by']}) {a['subject']} "
             f"{a['statistic']}: {baseline}{a['value']:.3f}  [{a['alert_id']}]"
         )
-    lines.append("data and prediction drift (PSI, KS): not measured yet")
+    drift = summary.get("drift", [])
+    lines.append("drift against the training reference: " + ("" if drift else "none measured yet"))
+    for d in drift:
+        lines.append(
+            f"  {d['subject']:<24} psi {_shown(d['psi'])}  ks {_shown(d['ks'])}  "
+            f"(version {d['model_version']}, {d['values']} live values)"
+        )
     return "\n".join(lines)
 
 
-def draw(history: list[Record], path: Path, domain: str) -> None:
-    """The window's error rate (1 - accuracy) over time, one line per version and served_by."""
+def draw(history: list[Record], alerts: list[Record], path: Path, domain: str) -> None:
+    """Two panels over time: the window's error rate (1 - accuracy) per version and served_by,
+    and the PSI of every drift subject; each alert a vertical line on both."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: dict[str, tuple[list[float], list[float]]] = {}
+    errors: dict[str, tuple[list[float], list[float]]] = {}
+    psis: dict[str, tuple[list[float], list[float]]] = {}
     for r in history:
-        if r["segment"] == ALL and r["scope"] == WINDOW and r["accuracy"] is not None:
-            times, errors = series.setdefault(f"{r['model_version']} ({r['served_by']})", ([], []))
-            times.append(int(r["snapshot_at"]) / 1000)
-            errors.append(1 - float(r["accuracy"]))
-    figure, axes = plt.subplots(figsize=(8, 4))
-    for label, (times, errors) in sorted(series.items()):
-        start = times[0]
-        axes.plot([t - start for t in times], errors, marker=".", label=label)
-    axes.set_xlabel("seconds since the first snapshot")
-    axes.set_ylabel("error rate (window)")
-    axes.set_title(f"{domain}: error rate over time")
-    axes.grid(True, alpha=0.3)
-    if series:
-        axes.legend()
+        at = int(r["snapshot_at"]) / 1000
+        if r["scope"] == DRIFT and r["psi"] is not None:
+            times, values = psis.setdefault(str(r["segment"]), ([], []))
+            times.append(at)
+            values.append(float(r["psi"]))
+        elif r["segment"] == ALL and r["scope"] == WINDOW and r["accuracy"] is not None:
+            times, values = errors.setdefault(f"{r['model_version']} ({r['served_by']})", ([], []))
+            times.append(at)
+            values.append(1 - float(r["accuracy"]))
+    start = min((int(r["snapshot_at"]) / 1000 for r in history), default=0.0)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    for axes, series, label in ((top, errors, "error rate (window)"), (bottom, psis, "PSI")):
+        for name, (times, values) in sorted(series.items()):
+            axes.plot([t - start for t in times], values, marker=".", label=name)
+        for alert in alerts:
+            axes.axvline(int(alert["raised_at"]) / 1000 - start, color="red", alpha=0.5, lw=1)
+        axes.set_ylabel(label)
+        axes.grid(True, alpha=0.3)
+        if series:
+            axes.legend(fontsize="small")
+    bottom.set_xlabel("seconds since the first snapshot (red: alerts)")
+    top.set_title(f"{domain}: error rate and drift over time")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)

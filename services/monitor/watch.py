@@ -24,7 +24,7 @@ from services.monitor.alerts import AlertPublisher
 from services.monitor.concept import ConceptWatch
 from services.monitor.drift_watch import DriftWatch
 from services.monitor.metrics import MonitorMetrics
-from services.monitor.quality import ALL, TOTAL, WINDOW, Figures, Pair, Quality
+from services.monitor.quality import ALL, DRIFT, TOTAL, WINDOW, Figures, Pair, Quality
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,9 @@ class QualityWatch:
                 self._gauge(record)
                 name = f"{version}|{served_by}|{segment}|{scope}".encode()
                 self._producer.produce(topic, key=name, value=self._snapshot_codec.encode(record))
+        for record in self._drift_snapshots(at):
+            name = f"{record['model_version']}|champion|{record['segment']}|{DRIFT}".encode()
+            self._producer.produce(topic, key=name, value=self._snapshot_codec.encode(record))
         left = self._producer.flush(METADATA_TIMEOUT_S)
         if left:
             raise StackError(f"{left} quality snapshots were not acknowledged on {topic}")
@@ -198,9 +201,39 @@ class QualityWatch:
             "recall": figures.recall,
             "label_delay_p50_ms": figures.label_delay_p50_ms,
             "label_delay_p95_ms": figures.label_delay_p95_ms,
+            "psi": None,
+            "ks": None,
             "window_pairs": self._window_pairs,
             "snapshot_at": at,
         }
+
+    def _drift_snapshots(self, at: int) -> list[Record]:
+        """One record per subject the live window was last compared on (scope drift)."""
+        watch = self.drift.watch
+        return [
+            {
+                "domain": self._domain.name,
+                "model_version": watch.version or "",
+                "served_by": "champion",
+                "segment": subject,
+                "scope": DRIFT,
+                "joined": watch.window_size(subject),
+                "predictions": 0,
+                "coverage": None,
+                "accuracy": None,
+                "auc": None,
+                "logloss": None,
+                "precision": None,
+                "recall": None,
+                "label_delay_p50_ms": None,
+                "label_delay_p95_ms": None,
+                "psi": by_psi,
+                "ks": by_ks,
+                "window_pairs": self._domain.monitoring.data.window_vectors,
+                "snapshot_at": at,
+            }
+            for subject, (by_psi, by_ks) in sorted(watch.latest.items())
+        ]
 
 
 def _from_the_beginning(consumer: Consumer, topics: list[str]) -> list[TopicPartition]:

@@ -553,11 +553,21 @@ def test_a_shifted_feature_raises_a_data_drift_alert_naming_it(
             ),
             60,
         )
+        reported = report_when(
+            stack,
+            lambda r: any(
+                d["subject"] == "amount" and d["model_version"] == version for d in r["drift"]
+            ),
+        )
         assert monitor.process.poll() is None
     finally:
         assert monitor.stop() == 0
         alerts.close()
         requests.close()
+    (amount,) = [d for d in reported["drift"] if d["subject"] == "amount"]
+    assert amount["psi"] > domain.monitoring.data.psi_threshold
+    others = [d for d in reported["drift"] if d["subject"] not in ("amount", "score")]
+    assert others and all(d["psi"] < domain.monitoring.data.psi_threshold for d in others)
     raised = data_drift(alerts.values)
     assert [a["subject"] for a in raised] == ["amount"], raised
     (alert,) = raised

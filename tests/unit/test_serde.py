@@ -95,6 +95,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "recall": 0.5,
         "label_delay_p50_ms": 1500.0,
         "label_delay_p95_ms": 4000.0,
+        "psi": None,
+        "ks": None,
         "window_pairs": 5000,
         "snapshot_at": T,
     },
