@@ -165,8 +165,8 @@ class DataDrift:
     ks_threshold: float = 0.15
     # After an alert, checks in a row back under both thresholds before a subject re-arms.
     cooldown_checks: int = 5
-    # A data drift still there this many checks after its alert asks for retraining.
-    persists_checks: int = 5
+    # A data drift still there this long (in event time) after its alert asks for retraining.
+    persists_for: timedelta = timedelta(minutes=5)
 
     def __post_init__(self) -> None:
         if self.window_vectors < 100 or not 0 < self.check_every <= self.window_vectors:

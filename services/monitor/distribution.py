@@ -5,7 +5,7 @@ Every ``check_every`` values, once the window is full, each referenced feature o
 (and the score) is compared: PSI and KS on the reference's bins. A subject that goes past a
 threshold raises one finding and is then *drifting*: no more findings until ``cooldown_checks``
 checks in a row find it back under both thresholds (hysteresis: one drift, one alert). If it is
-still past a threshold ``persists_checks`` checks after its finding, one persistent finding
+still past a threshold ``persists_for`` (event time) after its finding, one persistent finding
 follows (the monitor asks for retraining then). Pure logic.
 """
 
@@ -34,7 +34,7 @@ class Finding:
     window_start_ms: int
     window_end_ms: int
     window_values: int
-    persistent: bool  # still there persists_checks checks after the first finding
+    persistent: bool  # still there persists_for after the first finding
 
 
 @dataclass
@@ -43,7 +43,7 @@ class _Subject:
     reference: list[int]
     values: deque[tuple[int, float | None]]
     drifting: bool = False  # alerted, not yet back under the thresholds for long
-    past_checks: int = 0  # checks past a threshold since the alert
+    alerted_at_ms: int = 0  # event time of the window's end when it alerted
     under_checks: int = 0  # consecutive checks back under both thresholds
     asked: bool = False  # the persistent finding of this drift was given
 
@@ -115,16 +115,16 @@ class DistributionWatch:
         if not subject.drifting:
             if not past:
                 return []
-            subject.drifting, subject.past_checks, subject.under_checks = True, 0, 0
-            subject.asked = False
+            subject.drifting, subject.under_checks, subject.asked = True, 0, False
+            subject.alerted_at_ms = subject.values[-1][0]
             return [self._finding(name, subject, by_psi, by_ks, persistent=False)]
         if not past:
             subject.under_checks += 1
             subject.drifting = subject.under_checks < declared.cooldown_checks
             return []
         subject.under_checks = 0
-        subject.past_checks += 1
-        if subject.asked or subject.past_checks < declared.persists_checks:
+        persisted_ms = subject.values[-1][0] - subject.alerted_at_ms
+        if subject.asked or persisted_ms < declared.persists_for.total_seconds() * 1000:
             return []
         subject.asked = True
         return [self._finding(name, subject, by_psi, by_ks, persistent=True)]

@@ -3,6 +3,8 @@ the training data, one alert naming the shifted feature, persistence, and the st
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,9 @@ from services.core.declarations import DataDrift
 from services.models.reference import count_into, histogram_of, ks, psi, reference_of
 from services.monitor.distribution import DATA_DRIFT, PREDICTION_DRIFT, DistributionWatch
 
-DECLARED = DataDrift(window_vectors=2_000, check_every=500, cooldown_checks=3, persists_checks=2)
+DECLARED = DataDrift(
+    window_vectors=2_000, check_every=500, cooldown_checks=3, persists_for=timedelta(seconds=900)
+)
 
 
 def training(rng: np.random.Generator, n: int = 20_000) -> dict[str, np.ndarray]:
