@@ -174,6 +174,20 @@ class DataDrift:
 
 
 @dataclass(frozen=True)
+class QualityFloor:
+    """Quality alerts: a version whose window figures fall past a floor raises one alert."""
+
+    # The window's accuracy and AUC below these, or its log loss above, alert (None: off).
+    min_accuracy: float | None = None
+    min_auc: float | None = 0.6  # barely better than ranking by chance
+    max_logloss: float | None = None
+    # A window with fewer labelled pairs than this is not judged (its figures are noise).
+    min_pairs: int = 500
+    # After an alert, snapshots in a row back within the floor before the figure re-arms.
+    rearm_snapshots: int = 3
+
+
+@dataclass(frozen=True)
 class Monitoring:
     """How the monitor watches a domain; every field has a default, so a domain that declares
     nothing is monitored too."""
@@ -188,6 +202,7 @@ class Monitoring:
     quality_window_pairs: int = 5_000
     concept: ConceptDrift = field(default_factory=ConceptDrift)
     data: DataDrift = field(default_factory=DataDrift)
+    quality: QualityFloor = field(default_factory=QualityFloor)
 
     def __post_init__(self) -> None:
         if self.quality_window_pairs < 1:

@@ -16,11 +16,13 @@ from services.core.settings import StackSettings
 from services.core.topics import ALERTS, RETRAIN_REQUESTS
 from services.monitor.concept import SUBJECT, Alarm
 from services.monitor.distribution import Finding
+from services.monitor.floors import Breach
 from services.monitor.metrics import MonitorMetrics
 
 log = logging.getLogger(__name__)
 
 CONCEPT_DRIFT = "concept_drift"
+QUALITY = "quality"
 FLUSH_TIMEOUT_S = 10.0
 
 
@@ -117,6 +119,40 @@ class AlertPublisher:
             finding.statistic,
             finding.value,
             finding.threshold,
+        )
+        return alert
+
+    def quality(self, breach: Breach, window_end_ms: int) -> Record:
+        """Publishes one quality alert (a window figure past its declared floor)."""
+        alert_id = uuid.uuid4().hex
+        alert: Record = {
+            "alert_id": alert_id,
+            "kind": QUALITY,
+            "domain": self._domain.name,
+            "model_version": breach.model_version,
+            "served_by": breach.served_by,
+            "subject": breach.figure,
+            "statistic": breach.figure,
+            "value": breach.value,
+            "threshold": breach.threshold,
+            "baseline": None,
+            "window_start": None,
+            "window_end": window_end_ms,
+            "window_pairs": breach.pairs,
+            "raised_at": int(time.time() * 1000),
+        }
+        key = f"{self._domain.name}|{breach.model_version}|{QUALITY}".encode()
+        self._producer.produce(ALERTS, key=key, value=self._alerts.encode(alert))
+        self._flush(f"the alert {alert_id}")
+        self._metrics.alerts.labels(self._domain.name, QUALITY).inc()
+        log.warning(
+            "alert %s: %s %s of %s (%s) past its floor %s",
+            alert_id,
+            breach.figure,
+            f"{breach.value:.3f}",
+            breach.model_version,
+            breach.served_by,
+            breach.threshold,
         )
         return alert
 

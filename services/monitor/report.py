@@ -8,20 +8,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from confluent_kafka import Consumer
-
-from services.core.changelog import read_changelogs
 from services.core.declarations import Domain
 from services.core.domains import load_domain
-from services.core.errors import SerializationError
-from services.core.kafka import history_consumer_config
-from services.core.serde import Record, codecs_for
+from services.core.serde import Record
 from services.core.settings import StackSettings, load_settings
 from services.core.topics import ALERTS
+from services.monitor.history import read_history
 from services.monitor.quality import ALL, DRIFT, TOTAL, WINDOW
 
-READ_TIMEOUT_S = 60.0
-METADATA_TIMEOUT_S = 10.0
 FIGURES = ("joined", "accuracy", "auc", "logloss", "precision", "recall")
 
 
@@ -40,27 +34,6 @@ def report(domain_name: str, *, as_json: bool, plot: Path | None, out: TextIO) -
         draw(history, summary["alerts"], plot, domain.name)
         print(f"plot: {plot}", file=out)
     return 0 if summary["versions"] else 1
-
-
-def read_history(settings: StackSettings, topic: str) -> list[Record]:
-    """Every record of a monitor topic (snapshots, alerts), oldest first."""
-    probe = Consumer(history_consumer_config(settings))
-    try:
-        metadata = probe.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics[topic]
-    finally:
-        probe.close()
-    if metadata.error is not None:
-        return []
-    codec = codecs_for(settings).for_topic(topic)
-    found = read_changelogs(settings, [(topic, p) for p in metadata.partitions], READ_TIMEOUT_S)
-    records = []
-    for values in found.values():
-        for _, value in values:
-            try:
-                records.append(codec.decode(value or b""))
-            except SerializationError:
-                continue
-    return sorted(records, key=lambda r: int(r.get("snapshot_at") or r.get("raised_at") or 0))
 
 
 def summarize(domain: str, history: Iterable[Record]) -> dict[str, Any]:

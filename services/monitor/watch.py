@@ -20,9 +20,12 @@ from services.core.errors import SerializationError, StackError
 from services.core.kafka import history_consumer_config, producer_config
 from services.core.serde import CodecFactory, Record
 from services.core.settings import StackSettings
-from services.monitor.alerts import AlertPublisher
+from services.core.topics import ALERTS
+from services.monitor.alerts import QUALITY, AlertPublisher
 from services.monitor.concept import ConceptWatch
 from services.monitor.drift_watch import DriftWatch
+from services.monitor.floors import FloorWatch
+from services.monitor.history import read_history
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.quality import ALL, DRIFT, TOTAL, WINDOW, Figures, Pair, Quality
 
@@ -66,6 +69,13 @@ class QualityWatch:
         self.drift = DriftWatch(settings, domain, codecs, self._alerts, metrics)
         self.alerts: list[Record] = []
         self.suppressed = 0  # alarms on pairs read again at a start, before catching up
+        self._floors = FloorWatch(domain.monitoring.quality)
+        for alert in read_history(settings, ALERTS):  # what an earlier instance raised
+            if alert["domain"] == domain.name and alert["kind"] == QUALITY:
+                self._floors.already_raised(
+                    alert["model_version"], alert["served_by"], alert["subject"]
+                )
+        self._latest_event_ms = 0
 
     @property
     def caught_up(self) -> bool:
@@ -114,6 +124,11 @@ class QualityWatch:
                 self._gauge(record)
                 name = f"{version}|{served_by}|{segment}|{scope}".encode()
                 self._producer.produce(topic, key=name, value=self._snapshot_codec.encode(record))
+        for key in quality.figure_keys():
+            version, served_by, segment = key
+            if segment == ALL:
+                for breach in self._floors.judge(version, served_by, quality.window(key)):
+                    self.alerts.append(self._alerts.quality(breach, self._latest_event_ms))
         for record in self._drift_snapshots(at):
             name = f"{record['model_version']}|champion|{record['segment']}|{DRIFT}".encode()
             self._producer.produce(topic, key=name, value=self._snapshot_codec.encode(record))
@@ -170,6 +185,7 @@ class QualityWatch:
         version, served_by = prediction["model_version"], str(prediction["served_by"])
         self.quality.add(version, served_by, bands, pair)
         event_time = int(record["event_time"])
+        self._latest_event_ms = max(self._latest_event_ms, event_time)
         alarm = self._concept.add(version, served_by, pair.decision != pair.label, event_time)
         if alarm is None:
             return

@@ -135,6 +135,7 @@ def test_each_answered_prediction_is_labelled_once_across_a_kill(
         },
     )
     reader = TopicReader(stack, LABELLED)
+    alerts = TopicReader(stack, "ml.alerts")
     first = ServiceProcess("monitor", env, logs_dir / "monitor-killed.log", "--domain", "payments")
     try:
         publish_outcomes([e["outcome"] for e in answered[:OUTCOME_FIRST]])
@@ -189,6 +190,25 @@ def test_each_answered_prediction_is_labelled_once_across_a_kill(
     finally:
         assert second.stop() == 0
         reader.close()
+
+    # Random scores rank no better than chance: each version's window AUC falls below the
+    # declared floor (0.6), and each (version, served_by) raises one quality alert.
+    alerts_codec = codecs.for_topic("ml.alerts")
+    expected = {(f"{prefix}-{v}", b) for v in "ab" for b in ("champion", "canary")}
+
+    def quality_alerts(values: list[bytes]) -> list[dict[str, Any]]:
+        return [
+            a
+            for a in _decoded(values, alerts_codec)
+            if a["kind"] == "quality" and a["model_version"].startswith(f"{prefix}-")
+        ]
+
+    alerts.read_until(lambda v: len(quality_alerts(v)) >= len(expected), 30)
+    alerts.settle(2.0)
+    alerts.close()
+    raised = quality_alerts(alerts.values)
+    assert sorted((a["model_version"], a["served_by"]) for a in raised) == sorted(expected)
+    assert all(a["subject"] == "auc" and a["value"] < a["threshold"] == 0.6 for a in raised)
 
     found = labelled_of(reader.values, labelled_codec, prefix)
     twice = sorted(event_id for event_id, records in found.items() if len(records) > 1)
