@@ -528,8 +528,10 @@ def test_a_shifted_feature_raises_a_data_drift_alert_naming_it(
     rng = random.Random(18)
     vectors = []
     templates = [e for n in range(4) for e in events(f"{prefix}{n}", rng)][:11_000]
+    start_ms = int(time.time() * 1000) - 3_600_000
     for i, e in enumerate(templates):
-        vector = dict(e["vector"])
+        # One vector every 100 ms of event time: the drift persists in event time.
+        vector = dict(e["vector"], event_time=start_ms + 100 * i)
         for name in histograms:
             if name in vector:
                 vector[name] = sample_like(histograms[name], name in INTEGER_FEATURES, rng)
