@@ -514,14 +514,31 @@ def test_a_shifted_feature_raises_a_data_drift_alert_naming_it(
     stack: StackSettings, logs_dir: Path
 ) -> None:
     from services.core.domains import load_domain
-    from services.registry.artifacts import ModelStore
     from services.registry.stages import promote
+    from services.registry.versions import CANDIDATE, read_registry
+    from services.registry.versions import publish as publish_versions
     from services.trainer.publish import train_and_register
 
     codecs = CodecFactory(SchemaStore.from_dir(stack.schemas_dir))
     domain = load_domain(stack.features_dir, "payments")
     version = train_and_register(stack, domain, seed=11, events=20_000)
+    before = read_registry(stack, codecs).champion(domain.model_name)
     promote(stack, codecs, domain.model_name, version)
+    try:
+        _shifted_feature_raises_one_alert(stack, logs_dir, codecs, domain, version)
+    finally:  # later tests (test_pipeline) expect the registry as they would find it alone
+        if before is not None:
+            promote(stack, codecs, domain.model_name, before.version)
+        else:
+            ours = read_registry(stack, codecs).get(domain.model_name, version)
+            publish_versions(stack, codecs, [ours.staged(CANDIDATE)])
+
+
+def _shifted_feature_raises_one_alert(
+    stack: StackSettings, logs_dir: Path, codecs: CodecFactory, domain: Any, version: str
+) -> None:
+    from services.registry.artifacts import ModelStore
+
     reference = ModelStore(stack.models_dir).card(domain.model_name, version)["reference"]
     histograms = reference["features"]
     prefix = uuid.uuid4().hex[:8]
