@@ -48,134 +48,135 @@ class AlertPublisher:
             "page_hinkley": declared.page_hinkley_threshold,
             "ddm": 3.0,  # river's DDM: drift at three standard deviations over its minimum
         }[alarm.detector]
-        now = int(time.time() * 1000)
-        alert = {
-            "alert_id": uuid.uuid4().hex,
-            "kind": CONCEPT_DRIFT,
-            "domain": self._domain.name,
-            "model_version": alarm.model_version,
-            "served_by": alarm.served_by,
-            "subject": SUBJECT,
-            "statistic": alarm.detector,
-            "value": alarm.error_rate_after,
-            "threshold": threshold,
-            "baseline": alarm.error_rate_before,
-            "window_start": alarm.change_point_ms,
-            "window_end": window_end_ms,
-            "window_pairs": alarm.pairs_seen,
-            "raised_at": now,
-        }
-        before = "" if alarm.error_rate_before is None else f"{alarm.error_rate_before:.3f} -> "
-        request = {
-            "request_id": uuid.uuid4().hex,
-            "domain": self._domain.name,
-            "model_version": alarm.model_version,
-            "reason": f"concept drift on {alarm.model_version} ({alarm.served_by}): "
-            f"{alarm.detector} saw the error rate go {before}{alarm.error_rate_after:.3f}",
-            "alert_ids": [alert["alert_id"]],
-            "change_point": alarm.change_point_ms,
-            "requested_at": now,
-        }
-        key = f"{self._domain.name}|{alarm.model_version}|{CONCEPT_DRIFT}".encode()
-        self._producer.produce(ALERTS, key=key, value=self._alerts.encode(alert))
-        self._producer.produce(
-            RETRAIN_REQUESTS, key=self._domain.name.encode(), value=self._requests.encode(request)
+        alert = self._raise(
+            CONCEPT_DRIFT,
+            alarm.model_version,
+            alarm.served_by,
+            subject=SUBJECT,
+            statistic=alarm.detector,
+            value=alarm.error_rate_after,
+            threshold=threshold,
+            baseline=alarm.error_rate_before,
+            window=(alarm.change_point_ms, window_end_ms, alarm.pairs_seen),
         )
-        self._flush(f"the alert {alert['alert_id']}")
-        self._metrics.alerts.labels(self._domain.name, CONCEPT_DRIFT).inc()
-        self._metrics.retrain_requests.labels(self._domain.name).inc()
-        log.warning("alert %s: %s", alert["alert_id"], request["reason"])
+        before = "" if alarm.error_rate_before is None else f"{alarm.error_rate_before:.3f} -> "
+        self._request(
+            alarm.model_version,
+            f"concept drift on {alarm.model_version} ({alarm.served_by}): "
+            f"{alarm.detector} saw the error rate go {before}{alarm.error_rate_after:.3f}",
+            alert["alert_id"],
+            alarm.change_point_ms,
+        )
         return alert
 
     def distribution_drift(self, finding: Finding, version: str) -> Record:
         """Publishes one data- or prediction-drift alert; returns it."""
-        alert_id = uuid.uuid4().hex
-        alert: Record = {
-            "alert_id": alert_id,
-            "kind": finding.kind,
-            "domain": self._domain.name,
-            "model_version": version,
-            "served_by": "champion",
-            "subject": finding.subject,
-            "statistic": finding.statistic,
-            "value": finding.value,
-            "threshold": finding.threshold,
-            "baseline": None,
-            "window_start": finding.window_start_ms,
-            "window_end": finding.window_end_ms,
-            "window_pairs": finding.window_values,
-            "raised_at": int(time.time() * 1000),
-        }
-        key = f"{self._domain.name}|{version}|{finding.kind}".encode()
-        self._producer.produce(ALERTS, key=key, value=self._alerts.encode(alert))
-        self._flush(f"the alert {alert_id}")
-        self._metrics.alerts.labels(self._domain.name, finding.kind).inc()
-        log.warning(
-            "alert %s: %s of %s on %s: %s %.3f > %.3f",
-            alert_id,
+        return self._raise(
             finding.kind,
-            finding.subject,
             version,
-            finding.statistic,
-            finding.value,
-            finding.threshold,
+            "champion",
+            subject=finding.subject,
+            statistic=finding.statistic,
+            value=finding.value,
+            threshold=finding.threshold,
+            baseline=None,
+            window=(finding.window_start_ms, finding.window_end_ms, finding.window_values),
         )
-        return alert
 
     def quality(self, breach: Breach, window_end_ms: int) -> Record:
         """Publishes one quality alert (a window figure past its declared floor)."""
-        alert_id = uuid.uuid4().hex
-        alert: Record = {
-            "alert_id": alert_id,
-            "kind": QUALITY,
-            "domain": self._domain.name,
-            "model_version": breach.model_version,
-            "served_by": breach.served_by,
-            "subject": breach.figure,
-            "statistic": breach.figure,
-            "value": breach.value,
-            "threshold": breach.threshold,
-            "baseline": None,
-            "window_start": None,
-            "window_end": window_end_ms,
-            "window_pairs": breach.pairs,
-            "raised_at": int(time.time() * 1000),
-        }
-        key = f"{self._domain.name}|{breach.model_version}|{QUALITY}".encode()
-        self._producer.produce(ALERTS, key=key, value=self._alerts.encode(alert))
-        self._flush(f"the alert {alert_id}")
-        self._metrics.alerts.labels(self._domain.name, QUALITY).inc()
-        log.warning(
-            "alert %s: %s %s of %s (%s) past its floor %s",
-            alert_id,
-            breach.figure,
-            f"{breach.value:.3f}",
+        return self._raise(
+            QUALITY,
             breach.model_version,
             breach.served_by,
-            breach.threshold,
+            subject=breach.figure,
+            statistic=breach.figure,
+            value=breach.value,
+            threshold=breach.threshold,
+            baseline=None,
+            window=(None, window_end_ms, breach.pairs),
         )
-        return alert
 
     def retrain_for_persistent_drift(self, finding: Finding, version: str, alert_id: str) -> None:
         """The data drift of ``alert_id`` is still there: asks for a model of the new data."""
-        now = int(time.time() * 1000)
+        self._request(
+            version,
+            f"data drift of {finding.subject} persists on {version}: "
+            f"{finding.statistic} {finding.value:.3f} > {finding.threshold:.3f}",
+            alert_id,
+            finding.window_start_ms,
+        )
+
+    def _raise(
+        self,
+        kind: str,
+        version: str,
+        served_by: str,
+        *,
+        subject: str,
+        statistic: str,
+        value: float,
+        threshold: float,
+        baseline: float | None,
+        window: tuple[int | None, int, int],  # event time of its start (if known), end; size
+    ) -> Record:
+        """One alert on ``ml.alerts``, acknowledged by the broker before it is counted."""
+        start, end, size = window
+        alert: Record = {
+            "alert_id": uuid.uuid4().hex,
+            "kind": kind,
+            "domain": self._domain.name,
+            "model_version": version,
+            "served_by": served_by,
+            "subject": subject,
+            "statistic": statistic,
+            "value": value,
+            "threshold": threshold,
+            "baseline": baseline,
+            "window_start": start,
+            "window_end": end,
+            "window_pairs": size,
+            "raised_at": int(time.time() * 1000),
+        }
+        key = f"{self._domain.name}|{version}|{kind}".encode()
+        self._producer.produce(ALERTS, key=key, value=self._alerts.encode(alert))
+        self._flush(f"the alert {alert['alert_id']}")
+        self._metrics.alerts.labels(self._domain.name, kind).inc()
+        before = "" if baseline is None else f"{baseline:.3f} -> "
+        log.warning(
+            "alert %s: %s on %s (%s): %s %s %s%.3f (threshold %g)",
+            alert["alert_id"],
+            kind,
+            version,
+            served_by,
+            subject,
+            statistic,
+            before,
+            value,
+            threshold,
+        )
+        return alert
+
+    def _request(
+        self, version: str, reason: str, alert_id: str, change_point_ms: int | None
+    ) -> None:
+        """One request on ``ml.retrain.requests`` naming the alert that caused it."""
         request_id = uuid.uuid4().hex
         request: Record = {
             "request_id": request_id,
             "domain": self._domain.name,
             "model_version": version,
-            "reason": f"data drift of {finding.subject} persists on {version}: "
-            f"{finding.statistic} {finding.value:.3f} > {finding.threshold:.3f}",
+            "reason": reason,
             "alert_ids": [alert_id],
-            "change_point": finding.window_start_ms,
-            "requested_at": now,
+            "change_point": change_point_ms,
+            "requested_at": int(time.time() * 1000),
         }
         self._producer.produce(
             RETRAIN_REQUESTS, key=self._domain.name.encode(), value=self._requests.encode(request)
         )
         self._flush(f"the retrain request {request_id}")
         self._metrics.retrain_requests.labels(self._domain.name).inc()
-        log.warning("retrain request %s: %s", request_id, request["reason"])
+        log.warning("retrain request %s: %s", request_id, reason)
 
     def _flush(self, what: str) -> None:
         if self._producer.flush(FLUSH_TIMEOUT_S):

@@ -151,6 +151,11 @@ class Quality:
         )
 
     @property
+    def labelled(self) -> int:
+        """Labelled pairs read, all versions (each pair is once in the segment all)."""
+        return sum(t.totals.joined for (_, _, segment), t in self._totals.items() if segment == ALL)
+
+    @property
     def predictions(self) -> Mapping[tuple[str, str], int]:
         return self._predictions
 

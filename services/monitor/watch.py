@@ -102,17 +102,13 @@ class QualityWatch:
             return
         self._unread.discard(where)
         if not self._unread:
-            joined = sum(f.joined for k, f in self._totals_of_all())
             log.info(
                 "quality watch: caught up (%d labelled pairs, %d predictions read; %d drift "
                 "alarms on them not raised again); live from here",
-                joined,
+                self.quality.labelled,
                 sum(self.quality.predictions.values()),
                 self.suppressed,
             )
-
-    def _totals_of_all(self) -> list[tuple[tuple[str, str, str], Figures]]:
-        return [(k, self.quality.total(k)) for k in self.quality.figure_keys() if k[2] == ALL]
 
     def publish_snapshot(self) -> None:
         quality, at = self.quality, int(time.time() * 1000)
