@@ -33,6 +33,8 @@ NAMESPACE = "streamml"
 FEATURES_RECORD = "FeatureVector"
 PREDICTIONS_RECORD = "Prediction"
 LABELLED_RECORD = "LabelledPrediction"
+ONLINE_FEATURES_RECORD = "OnlineFeatures"
+ONLINE_FEATURES_FIELD = "online_features"
 TIMESTAMP_MILLIS: Mapping[str, str] = {"type": "long", "logicalType": "timestamp-millis"}
 # Who served a prediction: the registry's champion (or a canary or shadow), or the heuristic.
 SERVED_BY: Mapping[str, Any] = {
@@ -182,8 +184,33 @@ def predictions_schema(domain: Domain, events: Schema) -> Schema:
             {"name": "served_by", "type": copy.deepcopy(dict(SERVED_BY))},
             event_time,
             {"name": "predicted_at", "type": dict(TIMESTAMP_MILLIS)},
+            *_online_features_field(domain, noun),
         ],
     }
+
+
+def _online_features_field(domain: Domain, noun: str) -> list[Schema]:
+    """The features the scorer read from the online store (not in the vector), as the model
+    was given them: with the vector they make the model's whole input, which the monitor's
+    ``<domain>.labelled`` needs for learning. None for a domain without such features."""
+    if not domain.online_features:
+        return []
+    record = {
+        "type": "record",
+        "name": ONLINE_FEATURES_RECORD,
+        "namespace": f"{NAMESPACE}.{domain.name}",
+        "fields": [_feature_field(domain, f, noun) for f in domain.online_features],
+    }
+    return [
+        {
+            "name": ONLINE_FEATURES_FIELD,
+            "type": ["null", record],
+            "default": None,
+            "doc": "The features read from the online store for this prediction (those not in "
+            "<domain>.features), as they were given to the model; null when they could not be "
+            "read (no row, or a stale one: the heuristic scored the event).",
+        }
+    ]
 
 
 def labelled_schema(domain: Domain, events: Schema, outcomes: Schema) -> Schema:

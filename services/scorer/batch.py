@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from services.core.declarations import Domain
 from services.core.errors import SerializationError
 from services.core.serde import Codec, Record
 from services.models.runtimes import Matrix, Scores
+from services.schematools.schemagen import ONLINE_FEATURES_FIELD
 from services.scorer.dedup import RecentIds
 from services.scorer.online import MISSING_FEATURE, OnlineFeatureReader
 from services.scorer.serving import Lineup, Serving, heuristic_serving
@@ -48,8 +50,6 @@ class Scored:
     predictions: list[tuple[bytes, Record]] = field(default_factory=list)
     shadow: list[tuple[bytes, Record]] = field(default_factory=list)
     fallback_causes: dict[str, int] = field(default_factory=dict)
-    # What each learning model (river) scored: (serving, event ids, rows).
-    inputs: list[tuple[Serving, list[str], Matrix]] = field(default_factory=list)
 
     def count_fallback(self, cause: str, n: int) -> None:
         self.fallback_causes[cause] = self.fallback_causes.get(cause, 0) + n
@@ -105,6 +105,11 @@ class VectorScorer:
         self._caller = caller
         self._fallback = heuristic_serving(domain)
         self._online_names = frozenset(online.feature_names) if online else frozenset()
+        self._online_casts: dict[str, Callable[[Any], float | int]] = {
+            f.name: int if f.is_integer else float
+            for f in domain.online_features
+            if f.name in self._online_names
+        }
 
     def score(self, keyed: Sequence[tuple[bytes, Record]], lineup: Lineup) -> Scored:
         """``keyed``: (entity key bytes, vector). Vectors get their online features added."""
@@ -132,7 +137,7 @@ class VectorScorer:
                 scores[i] = float(score)
         predicted_at = now_ms()
         result.predictions = [
-            (key, self._prediction(vector, used[i], scores[i], predicted_at))
+            (key, self._prediction(vector, used[i], scores[i], predicted_at, problems[i]))
             for i, (key, vector) in enumerate(keyed)
         ]
         if lineup.shadow is not None:
@@ -173,7 +178,6 @@ class VectorScorer:
             scores = self._caller.predict(serving, matrix)
             if np.isfinite(scores).all():
                 listed: list[float] = scores.tolist()
-                self._keep_inputs(serving, vectors, matrix, result)
                 return listed
             cause = NON_FINITE_SCORE
         except KeyError:  # a vector without an input the model needs
@@ -214,23 +218,16 @@ class VectorScorer:
             )
             return
         result.shadow = [
-            (key, self._prediction(vector, shadow, float(score), predicted_at))
+            (key, self._prediction(vector, shadow, float(score), predicted_at, None))
             for (key, vector), score in zip(ready, scores.tolist(), strict=True)
             if np.isfinite(score)
         ]
-        self._keep_inputs(shadow, [v for _, v in ready], matrix, result)
 
-    def _keep_inputs(
-        self, serving: Serving, vectors: list[Record], matrix: Matrix, result: Scored
-    ) -> None:
-        """What a model that learns from outcomes scored; nothing for the others (ONNX)."""
-        if serving.learns:
-            ids = [str(v[self._domain.event_id_field]) for v in vectors]
-            result.inputs.append((serving, ids, matrix))
-
-    def _prediction(self, vector: Record, used: Serving, score: float, at_ms: int) -> Record:
+    def _prediction(
+        self, vector: Record, used: Serving, score: float, at_ms: int, problem: str | None
+    ) -> Record:
         domain = self._domain
-        return {
+        prediction = {
             "event_id": vector[domain.event_id_field],
             domain.key_field: vector[domain.key_field],
             "model_name": used.model_name,
@@ -241,6 +238,17 @@ class VectorScorer:
             "event_time": vector[domain.event_time_field],
             "predicted_at": at_ms,
         }
+        if self._online_casts:  # what was read, so the monitor's join has the whole input
+            prediction[ONLINE_FEATURES_FIELD] = self._online_values(vector, problem)
+        return prediction
+
+    def _online_values(self, vector: Record, problem: str | None) -> Record | None:
+        if problem is not None:
+            return None
+        values = {name: vector.get(name) for name in self._online_casts}
+        if any(v is None for v in values.values()):
+            return None
+        return {name: cast(values[name]) for name, cast in self._online_casts.items()}
 
     def _matrix(self, serving: Serving, vectors: list[Record]) -> Matrix:
         names = serving.runtime.feature_names
@@ -274,7 +282,7 @@ class BatchScorer:
             keyed.append((item.key or str(vector[self._domain.key_field]).encode(), vector))
         scored = self._vectors.score(keyed, lineup)
         result.predictions, result.shadow = scored.predictions, scored.shadow
-        result.fallback_causes, result.inputs = scored.fallback_causes, scored.inputs
+        result.fallback_causes = scored.fallback_causes
         return result
 
     def remember(self, result: BatchResult) -> None:

@@ -20,7 +20,7 @@ class ScorerMetrics:
     duplicates: Counter
     model_loads: Counter
     fallbacks: Counter
-    outcomes: Counter
+    labelled: Counter
     snapshots: Counter
     lag: Gauge
     recoveries: Counter
@@ -74,10 +74,10 @@ class ScorerMetrics:
                 "Events scored by the heuristic",
                 ["cause"],
             ),
-            outcomes=per_domain.counter(
-                names.SCORER_OUTCOMES,
-                "Outcomes read by online models: learned, unknown (event not remembered), "
-                "duplicate, undecodable",
+            labelled=per_domain.counter(
+                names.SCORER_LABELLED,
+                "<domain>.labelled pairs read by online models: learned, duplicate (learned "
+                "before), incomplete (no vector or online features), undecodable",
                 ["result"],
             ),
             snapshots=per_domain.counter(

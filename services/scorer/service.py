@@ -26,7 +26,7 @@ from services.registry.artifacts import ModelStore
 from services.scorer.batch import BatchResult, BatchScorer, Incoming, ModelCaller, VectorScorer
 from services.scorer.dedup import RecentIds, recent_predictions_for
 from services.scorer.follower import RegistryFollower
-from services.scorer.learning.outcomes import OutcomeLearning
+from services.scorer.learning.labelled import LabelledLearning
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.online import OnlineFeatureReader
 from services.scorer.serving import Lineup
@@ -87,7 +87,7 @@ class Scorer(StoppableLoop):
             settings.scorer_instance,
         )
         self.lineup: Lineup = self._follower.lineup
-        self._learning = OutcomeLearning(
+        self._learning = LabelledLearning(
             settings,
             domain,
             codecs,
@@ -185,7 +185,6 @@ class Scorer(StoppableLoop):
             time.perf_counter() - started
         )
         self._batch.remember(result)
-        self._learning.remember(result)
         self._observe(batch, result)
 
     def _publish(self, batch: list[Incoming], result: BatchResult) -> None:

@@ -1,4 +1,4 @@
-"""Online learning from outcomes: test-then-train, once only, bounded memory, snapshots."""
+"""Online learning from labelled pairs: test-then-train, once only, resumable, snapshots."""
 
 from __future__ import annotations
 
@@ -10,23 +10,29 @@ from typing import Any
 import numpy as np
 import pytest
 
+from services.core.declarations import Domain
 from services.core.errors import ModelError
-from services.core.serde import CodecFactory
 from services.models.river import ARTIFACT_FILE, RiverModel
 from services.registry.artifacts import ModelStore
 from services.registry.versions import CANDIDATE, CHAMPION, ModelVersion
-from services.scorer.learning.learner import LearnCounts, OnlineLearner, snapshot_record
+from services.scorer.learning.labelled import model_input
+from services.scorer.learning.learner import (
+    Example,
+    LearnCounts,
+    OnlineLearner,
+    resume_positions,
+    snapshot_record,
+)
 
 NAMES = ("amount", "txn_count_5m")
 MODEL = "fraud"
 
 
-def rows(*pairs: tuple[float, float]) -> np.ndarray:
-    return np.asarray(pairs, dtype=np.float32).reshape(len(pairs), 2)
-
-
-def outcome(event_id: str, is_fraud: bool) -> dict[str, Any]:
-    return {"event_id": event_id, "is_fraud": is_fraud, "observed_at": 1_767_225_600_000}
+def example(
+    event_id: str, row: tuple[float, float] | None, label: bool, offset: int = 0, partition: int = 0
+) -> Example:
+    matrix = None if row is None else np.asarray(row, dtype=np.float32)
+    return Example(partition, offset, event_id, matrix, label)
 
 
 def learner(**kwargs: Any) -> OnlineLearner:
@@ -34,102 +40,89 @@ def learner(**kwargs: Any) -> OnlineLearner:
     return OnlineLearner(RiverModel.new(NAMES), **options)
 
 
-def test_outcomes_are_tested_then_learned(codecs: CodecFactory) -> None:
+def test_pairs_are_tested_then_learned() -> None:
     online = learner()
-    batch = rows((900.0, 6.0), (12.0, 0.0))
-    scored = online.model.predict(batch)  # what the scorer publishes, then remembers
-    online.remember(["e1", "e2"], batch)
-    assert online.remembered == 2
-    codec = codecs.for_topic("payments.outcomes")  # records as the scorer would decode them
-    decoded = [codec.decode(codec.encode(outcome("e1", True)))]
-    assert online.learn(decoded) == LearnCounts(learned=1)
+    probe = np.asarray([(900.0, 6.0), (12.0, 0.0)], dtype=np.float32)
+    before = online.model.predict(probe)
+    assert online.learn([example("e1", (900.0, 6.0), True)]) == LearnCounts(learned=1)
     assert online.model.rows_learned == 1
-    assert online.remembered == 1
     # The progressive metric saw the score from before the label was learned: 0.5.
     assert online.progressive_metrics()["progressive_log_loss"] == pytest.approx(math.log(2))
     assert math.isnan(online.progressive_metrics()["progressive_auc"])  # one class so far
-    after = online.model.predict(batch)
-    assert after[0] > scored[0] == 0.5  # learning happened after the test
-    online.learn([outcome("e2", False)])
+    after = online.model.predict(probe)
+    assert after[0] > before[0] == 0.5  # learning happened after the test
+    online.learn([example("e2", (12.0, 0.0), False, offset=1)])
     assert not math.isnan(online.progressive_metrics()["progressive_auc"])
 
 
-def test_each_event_is_learned_once() -> None:
+def test_each_event_is_learned_once_and_incomplete_pairs_are_counted() -> None:
     online = learner()
-    online.remember(["e1", "e2"], rows((900.0, 6.0), (12.0, 0.0)))
-    counts = online.learn([outcome("e1", True), outcome("e1", True), outcome("e2", False)])
-    assert counts == LearnCounts(learned=2, duplicate=1)
-    assert online.learn([outcome("e2", False)]) == LearnCounts(duplicate=1)
-    online.remember(["e1"], rows((900.0, 6.0)))  # scored again (a replay): not learned again
-    assert online.remembered == 0
-    assert online.learn([outcome("e1", True)]) == LearnCounts(duplicate=1)
+    counts = online.learn(
+        [
+            example("e1", (900.0, 6.0), True, 0),
+            example("e1", (900.0, 6.0), True, 1),  # a second monitor published it again
+            example("e2", None, False, 2),  # no vector: nothing to learn from
+            example("e3", (12.0, 0.0), False, 3),
+        ]
+    )
+    assert counts == LearnCounts(learned=2, duplicate=1, incomplete=1)
+    assert online.learn([example("e3", (12.0, 0.0), False, 4)]) == LearnCounts(duplicate=1)
     assert online.model.rows_learned == 2
-    assert online.totals == LearnCounts(learned=2, duplicate=3)
+    assert online.totals == LearnCounts(learned=2, duplicate=2, incomplete=1)
 
 
-def assert_learns_e1_as(online: OnlineLearner, row: tuple[float, float]) -> None:
-    """Learning e1 as fraud leaves ``online`` scoring as a twin that remembered ``row`` for it."""
-    twin = learner()
-    twin.remember(["e1"], rows(row))
-    online.learn([outcome("e1", True)])
-    twin.learn([outcome("e1", True)])
-    probe = rows((500.0, 3.0))
-    np.testing.assert_array_equal(online.model.predict(probe), twin.model.predict(probe))
-
-
-def test_a_re_remembered_event_keeps_its_first_row() -> None:
-    online = learner()
-    online.remember(["e1"], rows((900.0, 6.0)))
-    online.remember(["e1"], rows((1.0, 0.0)))
-    assert_learns_e1_as(online, (900.0, 6.0))
-
-
-def test_unknown_outcomes_are_counted_not_learned() -> None:
-    online = learner()
-    assert online.learn([outcome("early", True)]) == LearnCounts(unknown=1)
-    online.remember(["early"], rows((900.0, 6.0)))  # the outcome came before the event was scored
-    assert online.learn([outcome("never-scored", False)]) == LearnCounts(unknown=1)
-    assert online.model.rows_learned == 0
-    assert online.remembered == 1  # a later outcome for it would still be learned
-    assert online.learn([outcome("early", True)]) == LearnCounts(learned=1)
-
-
-def test_memory_is_bounded_oldest_first() -> None:
+def test_learned_ids_are_bounded_oldest_first() -> None:
     online = learner(memory_rows=3)
-    batch = rows(*[(float(i), 0.0) for i in range(5)])
-    online.remember([f"e{i}" for i in range(5)], batch)
-    assert (online.remembered, online.evicted) == (3, 2)
-    counts = online.learn([outcome(f"e{i}", False) for i in range(5)])
-    assert counts == LearnCounts(learned=3, unknown=2)
-    online.remember([f"f{i}" for i in range(4)], batch[:4])
-    online.learn([outcome(f"f{i}", False) for i in range(4)])
-    # The learned ids are bounded too: e2 has been forgotten, so its repeat is unknown.
-    counts = online.learn([outcome("e2", False), outcome("f3", False)])
-    assert counts == LearnCounts(unknown=1, duplicate=1)
-    assert online.evicted == 3
+    online.learn([example(f"e{i}", (float(i), 0.0), False, i) for i in range(5)])
+    # e0 and e1 are forgotten: learned again if they come again; e4 is not.
+    counts = online.learn(
+        [example("e0", (0.0, 0.0), False, 5), example("e4", (4.0, 0.0), False, 6)]
+    )
+    assert counts == LearnCounts(learned=1, duplicate=1)
 
 
-def test_remembered_rows_are_copies() -> None:
-    online = learner()
-    batch = rows((900.0, 6.0))
-    online.remember(["e1"], batch)
-    batch[0] = (0.0, 0.0)  # the scorer reuses its batch buffers
-    assert_learns_e1_as(online, (900.0, 6.0))
+def test_positions_move_past_every_record_read() -> None:
+    online = learner(positions={0: 10, 1: 7})
+    online.learn([example("a", (1.0, 0.0), False, 10, 0), example("b", None, True, 7, 1)])
+    online.passed(1, 8)  # an unreadable record
+    online.learn([example("c", (1.0, 0.0), False, 3, 0)])  # older: the position stays
+    assert online.positions == {0: 11, 1: 9}
+
+
+def test_the_model_input_is_the_vector_with_the_online_features_as_served(
+    payments: Domain,
+) -> None:
+    domain = payments
+    names = ("amount", "merchant_txn_count_1h", "seconds_since_last_txn")
+    record: dict[str, Any] = {
+        "features": {"amount": 12.5, "seconds_since_last_txn": None},
+        "prediction": {"online_features": {"merchant_txn_count_1h": 4}},
+    }
+    row = model_input(domain, record, names)
+    assert row is not None and row.tolist() == [12.5, 4.0, 86_400.0]  # null: the declared fill
+    assert model_input(domain, {**record, "features": None}, names) is None
+    no_online = {**record, "prediction": {"online_features": None}}
+    assert model_input(domain, no_online, names) is None  # the store had no row: incomplete
+    assert model_input(domain, no_online, ("amount",)) is not None  # a model that needs none
+
+
+def test_resume_positions_come_from_a_snapshot_card() -> None:
+    assert resume_positions({"online": {"labelled_positions": {"0": 5, "2": 9}}}) == {0: 5, 2: 9}
+    assert resume_positions({"seed": 7}) == {}  # a trained version starts at the end
 
 
 def test_snapshots_are_due_by_time_or_rows_once_something_was_learned() -> None:
     online = learner(now=100.0, snapshot_every_s=60.0, snapshot_every_rows=3)
     assert not online.snapshot_due(1_000.0)  # nothing learned: nothing to save
-    online.remember(["a", "b", "c", "d"], rows((1.0, 0.0), (2.0, 0.0), (3.0, 0.0), (4.0, 0.0)))
-    online.learn([outcome("a", False)])
+    online.learn([example("a", (1.0, 0.0), False)])
     assert not online.snapshot_due(159.0)
     assert online.snapshot_due(160.0)
     online.mark_snapshot(160.0, "2")
     assert online.version == "2"
     assert not online.snapshot_due(1_000.0)
-    online.learn([outcome("b", False), outcome("c", False)])
+    online.learn([example("b", (2.0, 0.0), False), example("c", (3.0, 0.0), False)])
     assert not online.snapshot_due(161.0)
-    online.learn([outcome("d", True)])
+    online.learn([example("d", (4.0, 0.0), True)])
     assert online.rows_since_snapshot == 3
     assert online.snapshot_due(161.0)  # three rows, well before the minute
 
@@ -140,9 +133,14 @@ def test_save_snapshot_makes_a_chain_of_verified_versions(tmp_path: Path) -> Non
     first = store.save(
         MODEL, "1", base.to_bytes(), {"kind": "river", "seed": 7}, artifact_file=ARTIFACT_FILE
     )
-    online = learner(now=0.0, snapshot_every_s=10.0)
-    online.remember(["a", "b"], rows((900.0, 6.0), (12.0, 0.0)))
-    online.learn([outcome("a", True), outcome("b", False), outcome("zz", True)])
+    online = learner(now=0.0, snapshot_every_s=10.0, positions={0: 40, 1: 3})
+    online.learn(
+        [
+            example("a", (900.0, 6.0), True, 40),
+            example("b", (12.0, 0.0), False, 41),
+            example("zz", None, True, 3, 1),
+        ]
+    )
     assert online.snapshot_due(10.0)
     saved = online.save_snapshot(store, 10.0)
     assert (saved.version, saved.parent_version, online.version) == ("2", "1", "2")
@@ -152,7 +150,7 @@ def test_save_snapshot_makes_a_chain_of_verified_versions(tmp_path: Path) -> Non
     loaded = RiverModel.from_bytes(
         store.load_verified(saved.artifact.uri, saved.artifact.sha256), NAMES
     )
-    probe = rows((500.0, 3.0), (5.0, 0.0))
+    probe = np.asarray([(500.0, 3.0), (5.0, 0.0)], dtype=np.float32)
     np.testing.assert_array_equal(loaded.predict(probe), online.model.predict(probe))
     assert loaded.rows_learned == 2
     card = json.loads((saved.artifact.path.parent / "card.json").read_text())
@@ -160,18 +158,17 @@ def test_save_snapshot_makes_a_chain_of_verified_versions(tmp_path: Path) -> Non
     assert (card["version"], card["parent_version"], card["kind"]) == ("2", "1", "river")
     assert card["sha256"] == saved.artifact.sha256
     assert card["online"]["rows_learned"] == 2
-    assert card["online"]["outcomes"] == {"learned": 2, "unknown": 1, "duplicate": 0}
+    assert card["online"]["labelled"] == {"learned": 2, "duplicate": 0, "incomplete": 1}
+    assert resume_positions(card) == {0: 42, 1: 4}  # the state and where it stopped, together
     assert card["online"]["progressive_log_loss"] == pytest.approx(math.log(2))
-    online.remember(["c"], rows((700.0, 5.0)))
-    online.learn([outcome("c", True)])
+    online.learn([example("c", (700.0, 5.0), True, 42)])
     assert online.save_snapshot(store, 20.0).parent_version == "2"
     assert store.versions(MODEL) == [1, 2, 3]
 
 
 def test_a_failed_snapshot_is_asked_for_again(tmp_path: Path) -> None:
     online = learner(snapshot_every_rows=1)
-    online.remember(["a"], rows((900.0, 6.0)))
-    online.learn([outcome("a", True)])
+    online.learn([example("a", (900.0, 6.0), True)])
     with pytest.raises(ModelError, match="no model card"):
         online.save_snapshot(ModelStore(tmp_path), 1.0)  # version 1 was never saved there
     assert online.snapshot_due(1.0)
@@ -185,8 +182,7 @@ def test_snapshot_record_announces_the_new_version(tmp_path: Path) -> None:
         MODEL, "1", CHAMPION, "river", "file:///x", "00", "ds-1", list(NAMES), {"auc": 0.9}, 1, 2
     )
     online = learner()
-    online.remember(["a"], rows((900.0, 6.0)))
-    online.learn([outcome("a", True)])
+    online.learn([example("a", (900.0, 6.0), True)])
     saved = online.save_snapshot(store, 1.0)
     record = snapshot_record(parent, saved, online.progressive_metrics())
     assert (record.version, record.stage, record.kind) == ("2", CANDIDATE, "river")
@@ -201,8 +197,5 @@ def test_snapshot_record_announces_the_new_version(tmp_path: Path) -> None:
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="must be > 0"):
         learner(memory_rows=0)
-    online = learner()
-    with pytest.raises(ValueError, match="event ids"):
-        online.remember(["a", "b"], rows((1.0, 0.0)))
     with pytest.raises(ValueError, match="2 inputs"):
-        online.remember(["a"], np.zeros((1, 3), dtype=np.float32))
+        learner().learn([Example(0, 0, "a", np.zeros(3, dtype=np.float32), True)])

@@ -352,7 +352,7 @@ def test_a_labelled_record_carries_the_vector_prediction_and_outcome_as_publishe
     prediction = {
         "event_id": "e1", "card_id": "c1", "model_name": "payments-fraud", "model_version": "3",
         "score": 0.75, "decision": True, "served_by": "canary", "event_time": NOW,
-        "predicted_at": NOW + 9,
+        "predicted_at": NOW + 9, "online_features": {"merchant_txn_count_1h": 4},
     }  # fmt: skip
     outcome = {"event_id": "e1", "is_fraud": False, "observed_at": NOW + 60_000}
     record = {
@@ -363,6 +363,22 @@ def test_a_labelled_record_carries_the_vector_prediction_and_outcome_as_publishe
     codec = codecs.for_topic("payments.labelled")
     assert codec.decode(codec.encode(record)) == record
     assert codec.decode(codec.encode({**record, "features": None}))["features"] is None
+    unread = {**record, "prediction": {**prediction, "online_features": None}}
+    assert codec.decode(codec.encode(unread)) == unread  # the online store had no row
+
+
+def test_predictions_carry_the_online_features_only_for_a_domain_that_has_them(
+    payments: Domain, rides: Domain, schemas_dir: Path
+) -> None:
+    events = read_events_schema(payments, schemas_dir)
+    fields = {f["name"]: f for f in predictions_schema(payments, events)["fields"]}
+    online = fields["online_features"]
+    assert online["default"] is None and online["type"][0] == "null"
+    assert [f["name"] for f in online["type"][1]["fields"]] == ["merchant_txn_count_1h"]
+    rides_events = read_events_schema(rides, RIDES_SCHEMAS)
+    assert "online_features" not in {
+        f["name"] for f in predictions_schema(rides, rides_events)["fields"]
+    }
 
 
 def test_a_labelled_schema_needs_the_outcome_to_name_the_event_and_carry_a_boolean_label(

@@ -57,6 +57,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "served_by": "canary",
         "event_time": T,
         "predicted_at": T + 5,
+        "online_features": {"merchant_txn_count_1h": 4},
     },
     "payments.labelled": {
         "event_id": "evt-1",
@@ -74,6 +75,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
             "served_by": "canary",
             "event_time": T,
             "predicted_at": T + 5,
+            "online_features": {"merchant_txn_count_1h": 4},
         },
         "outcome": {"event_id": "evt-1", "is_fraud": True, "observed_at": T + 1},
         "outcome_at": T + 2,

@@ -1,2 +1,2 @@
-"""Online learning: outcomes joined to the scores a river model gave (outcomes), the model
-learning from them and its snapshots registered as versions (learner)."""
+"""Online learning: river models learning from the monitor's join, ``<domain>.labelled``
+(labelled), test-then-train with snapshots registered as versions (learner)."""

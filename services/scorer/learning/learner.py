@@ -1,29 +1,29 @@
-"""Online learning from outcomes: test-then-train for a ``river`` model, and its snapshots.
+"""Online learning from the monitor's join: test-then-train for a ``river`` model, snapshots.
 
-The scorer scores a micro-batch, then ``remember``s each event's input row under its
-``event_id``. When ``<domain>.outcomes`` records arrive (decoded: event_id, is_fraud,
-observed_at), ``learn`` looks each event up: a remembered event is first *tested* (scored by
-the current model, which has not seen its label) for the progressive metrics, then *learned*,
-and its row is forgotten so it is learned once. So every prediction the scorer publishes was
-made before its label was learned, and so is every progressive metric.
+The monitor joins each prediction with its outcome and publishes the pair once on
+``<domain>.labelled``: the vector and the online features as the model was given them, and the
+label. The scorer turns each record into an ``Example`` (the row in the model's input order,
+or none when the record lacks an input) and ``learn`` *tests* it (scores it with the current
+model, which has not seen its label) for the progressive metrics, then *learns* it. So every
+progressive metric is of a score made before the label was learned. Any model learns from every
+joined pair, whichever model served the prediction: the label is what teaches.
 
 What is not learned, and counted instead:
 
-- ``unknown``: the event was never remembered, or was evicted (memory holds the most recent
-  ``memory_rows`` events), or the learner restarted since. An outcome that arrives *before* its
-  event was scored is also unknown: it is not kept for later. Outcomes normally come hours or
-  days after the payment; keeping early ones would need a second bounded buffer and would
-  break the test-then-train order for no measured gain.
-- ``duplicate``: the event was already learned (the learned ids are kept, as bounded as the
-  rows). A duplicate older than that bound counts as unknown.
+- ``duplicate``: the event was already learned (the learned ids are kept, the most recent
+  ``memory_rows``). The monitor publishes each pair once; a second monitor, or one started
+  afresh, publishes them again.
+- ``incomplete``: the record has no vector (it reached the monitor after the join's time-to-live)
+  or lacks an input the model needs (the online store had no row for it when it was scored).
 
-No Kafka here: the scorer feeds records in and exports the counts; snapshots go to the model
-store as new versions, which the scorer may register. Memory, learned ids and progressive
-metrics live only in this process: after a restart, outcomes for events scored before it are
-unknown, and a re-delivered outcome cannot be told from a first one.
+Where the learner is in ``<domain>.labelled`` (the next offset per partition) goes into each
+snapshot's card with the model state it produced, so a scorer restarted on a snapshot resumes
+exactly after the last pair that snapshot learned: nothing learned twice, nothing skipped.
+What is learned after the last snapshot is learned again after a restart, from that snapshot.
 
-Not thread-safe by itself: call it from one thread (``RiverModel`` has its own lock, so the
-scorer may predict with the model on another).
+No Kafka here: the scorer feeds examples in and exports the counts; snapshots go to the model
+store as new versions, which the scorer may register. Not thread-safe by itself: call it from
+one thread (``RiverModel`` has its own lock, so the scorer may predict on another).
 """
 
 from __future__ import annotations
@@ -31,48 +31,63 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from services.core.serde import Record
 from services.models.river import ARTIFACT_FILE, KIND, RiverModel
 from services.models.runtimes import Matrix
 from services.registry.artifacts import ModelStore, StoredSnapshot
 from services.registry.versions import CANDIDATE, ModelVersion, now_ms
 
-DEFAULT_MEMORY_ROWS = 200_000
+DEFAULT_MEMORY_ROWS = 200_000  # learned event ids kept to refuse a second learning
 DEFAULT_SNAPSHOT_EVERY_S = 600.0
 DEFAULT_SNAPSHOT_EVERY_ROWS = 50_000
 METRIC_WINDOW = 5_000  # progressive metrics are over the last this many learned rows
+ONLINE_KEY = "online"  # the card's section about online learning
+POSITIONS_KEY = "labelled_positions"  # in it: next offset per partition of <domain>.labelled
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LearnCounts:
-    """What became of outcomes: learned, for an unknown event, for an already learned one."""
+    """What became of labelled pairs: learned, already learned, lacking an input."""
 
     learned: int = 0
-    unknown: int = 0
     duplicate: int = 0
+    incomplete: int = 0
 
     def __add__(self, other: LearnCounts) -> LearnCounts:
         return LearnCounts(
             self.learned + other.learned,
-            self.unknown + other.unknown,
             self.duplicate + other.duplicate,
+            self.incomplete + other.incomplete,
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One ``<domain>.labelled`` record as a learner takes it: where it was read (partition,
+    offset), the event, the model's input row (None when the record lacks one) and the label."""
+
+    partition: int
+    offset: int
+    event_id: str
+    row: Matrix | None
+    label: bool
+
+
 class OnlineLearner:
-    """Remembers scored rows, learns them once when their outcome comes, says when to snapshot.
+    """Learns each labelled event once, tested first; knows where it is in the topic; says when
+    to snapshot.
 
     ``model_name``/``version`` name the registered version the model was loaded from; after
     each saved snapshot ``version`` is the snapshot's, so snapshots form a chain of parents.
+    ``positions``: the next offset to read per partition of ``<domain>.labelled``.
     Times (``now``) are seconds on any monotonic clock, the same one for every call.
     """
 
@@ -83,6 +98,7 @@ class OnlineLearner:
         model_name: str,
         version: str,
         now: float,
+        positions: Mapping[int, int] | None = None,
         memory_rows: int = DEFAULT_MEMORY_ROWS,
         snapshot_every_s: float = DEFAULT_SNAPSHOT_EVERY_S,
         snapshot_every_rows: int = DEFAULT_SNAPSHOT_EVERY_ROWS,
@@ -97,10 +113,9 @@ class OnlineLearner:
         self.memory_rows = memory_rows
         self.snapshot_every_s = snapshot_every_s
         self.snapshot_every_rows = snapshot_every_rows
-        self._rows: OrderedDict[str, Matrix] = OrderedDict()
+        self.positions: dict[int, int] = dict(positions or {})
         self._learned_ids: OrderedDict[str, None] = OrderedDict()
         self._totals = LearnCounts()
-        self._evicted = 0
         self._since_snapshot = 0
         self._last_snapshot_at = now
         # (is fraud, log loss) of the last METRIC_WINDOW tested rows, and the same rows' AUC.
@@ -114,57 +129,34 @@ class OnlineLearner:
         return self._totals
 
     @property
-    def evicted(self) -> int:
-        """Remembered rows dropped, oldest first, to stay within ``memory_rows``."""
-        return self._evicted
-
-    @property
-    def remembered(self) -> int:
-        """Rows waiting for their outcome now."""
-        return len(self._rows)
-
-    @property
     def rows_since_snapshot(self) -> int:
         return self._since_snapshot
 
-    def remember(self, event_ids: Sequence[str], rows: Matrix) -> None:
-        """Keeps each scored event's row until its outcome comes (or it is evicted).
+    def passed(self, partition: int, offset: int) -> None:
+        """The record at ``offset`` was read (learned or not): resume after it."""
+        self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
 
-        An event already remembered keeps its first row; an event already learned is ignored.
-        """
-        if len(event_ids) != len(rows):
-            raise ValueError(f"{len(event_ids)} event ids but {len(rows)} rows")
+    def learn(self, examples: Iterable[Example]) -> LearnCounts:
+        """Test-then-train on the examples, in the order given; moves ``positions`` past them."""
         width = len(self.model.feature_names)
-        if rows.ndim != 2 or rows.shape[1] != width:
-            raise ValueError(f"expected rows of {width} inputs, got shape {rows.shape}")
-        for event_id, row in zip(event_ids, rows, strict=True):
-            if event_id in self._rows or event_id in self._learned_ids:
-                continue
-            self._rows[event_id] = row.astype(np.float32, copy=True)  # not a view of the batch
-        overflow = len(self._rows) - self.memory_rows
-        for _ in range(max(0, overflow)):
-            self._rows.popitem(last=False)
-        self._evicted += max(0, overflow)
-
-    def learn(self, outcomes: Iterable[Record]) -> LearnCounts:
-        """Test-then-train on the outcomes' remembered events, in the order given."""
         rows: list[Matrix] = []
         labels: list[bool] = []
-        unknown = duplicate = 0
-        for outcome in outcomes:
-            event_id = str(outcome["event_id"])
-            row = self._rows.pop(event_id, None)
-            if row is None:
-                if event_id in self._learned_ids:
-                    duplicate += 1
-                else:
-                    unknown += 1
+        duplicate = incomplete = 0
+        for example in examples:
+            self.passed(example.partition, example.offset)
+            if example.row is None:
+                incomplete += 1
                 continue
-            self._learned_ids[event_id] = None
-            rows.append(row)
-            labels.append(bool(outcome["is_fraud"]))
+            if example.row.shape != (width,):
+                raise ValueError(f"expected rows of {width} inputs, got shape {example.row.shape}")
+            if example.event_id in self._learned_ids:
+                duplicate += 1
+                continue
+            self._learned_ids[example.event_id] = None
+            rows.append(example.row)
+            labels.append(example.label)
         if rows:
-            matrix = np.stack(rows)
+            matrix = np.stack(rows).astype(np.float32, copy=False)
             tested = self.model.predict(matrix)  # before the labels are learned
             for label, score in zip(labels, tested.tolist(), strict=True):
                 self._tested.append((label, _log_loss(label, score)))
@@ -173,7 +165,7 @@ class OnlineLearner:
         while len(self._learned_ids) > self.memory_rows:
             self._learned_ids.popitem(last=False)
         self._since_snapshot += len(rows)
-        counts = LearnCounts(len(rows), unknown, duplicate)
+        counts = LearnCounts(len(rows), duplicate, incomplete)
         self._totals += counts
         return counts
 
@@ -219,17 +211,18 @@ class OnlineLearner:
         online = {
             "rows_learned": self.model.rows_learned,
             "rows_learned_since_parent": self._since_snapshot,
-            "outcomes": {
+            "labelled": {
                 "learned": self._totals.learned,
-                "unknown": self._totals.unknown,
                 "duplicate": self._totals.duplicate,
+                "incomplete": self._totals.incomplete,
             },
-            "evicted": self._evicted,
+            # Where to resume in <domain>.labelled to go on from this state (see the module doc).
+            POSITIONS_KEY: {str(p): offset for p, offset in sorted(self.positions.items())},
             "memory_rows": self.memory_rows,
             "metric_window": METRIC_WINDOW,
             **{k: _json_float(v) for k, v in self.progressive_metrics().items()},
         }
-        updates = {"kind": KIND, "online": online, "created_at": datetime.now(UTC).isoformat()}
+        updates = {"kind": KIND, ONLINE_KEY: online, "created_at": datetime.now(UTC).isoformat()}
         saved = store.save_snapshot(
             self.model_name, self.version, data, updates, artifact_file=ARTIFACT_FILE
         )
@@ -242,6 +235,15 @@ class OnlineLearner:
             self.model.rows_learned,
         )
         return saved
+
+
+def resume_positions(card: Mapping[str, Any]) -> dict[int, int]:
+    """Where a version's snapshot left ``<domain>.labelled`` (empty for a trained version)."""
+    online = card.get(ONLINE_KEY)
+    positions = online.get(POSITIONS_KEY) if isinstance(online, Mapping) else None
+    if not isinstance(positions, Mapping):
+        return {}
+    return {int(p): int(offset) for p, offset in positions.items()}
 
 
 def snapshot_record(
