@@ -7,12 +7,11 @@ from typing import Any
 
 from services.core.declarations import Domain
 from services.core.domains import load_domain
-from services.core.errors import ConfigError
 from services.core.serde import CodecFactory, codecs_for
 from services.core.settings import StackSettings, load_settings
 from services.registry.stages import end_trial, promote, rollback, stage_trial
 from services.registry.versions import CANARY, CANDIDATE, CHAMPION, SHADOW, read_registry
-from services.trainer.publish import KINDS, ONNX, train_and_register
+from services.trainer import publish as trainer
 
 
 def register(commands: Any) -> None:
@@ -20,18 +19,16 @@ def register(commands: Any) -> None:
         "train", help="train a model version and register it as a candidate"
     )
     train.add_argument("domain")
-    train.add_argument(
-        "--bootstrap", action="store_true", help="train on synthetic data (no history needed)"
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bootstrap", action="store_true", help="on synthetic data")
+    source.add_argument(
+        "--from-history", action="store_true", help="on <domain>.labelled (the monitor's join)"
     )
+    for bound in ("--since", "--until"):  # with --from-history
+        train.add_argument(bound, metavar="TIME|P:O,...", help="event time, or offsets")
     train.add_argument("--seed", type=int, default=7)
     train.add_argument("--events", type=int, default=60_000, help="synthetic events to train on")
-    train.add_argument(
-        "--kind",
-        choices=KINDS,
-        default=ONNX,
-        help="onnx: a torch MLP exported to ONNX; river: an online model that goes on "
-        "learning from outcomes while it serves",
-    )
+    train.add_argument("--kind", choices=trainer.KINDS, default=trainer.ONNX, help="onnx or river")
     train.set_defaults(handler=cmd_train)
 
     models = commands.add_parser("models", help="list, promote or roll back model versions")
@@ -70,9 +67,8 @@ def register(commands: Any) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     settings, domain = _settings_and_domain(args)
-    if not args.bootstrap:
-        raise ConfigError("only --bootstrap training (on synthetic data) exists so far")
-    print(train_and_register(settings, domain, seed=args.seed, events=args.events, kind=args.kind))
+    options = ("from_history", "since", "until", "seed", "events", "kind")
+    print(trainer.train(settings, domain, **{name: getattr(args, name) for name in options}))
     return 0
 
 

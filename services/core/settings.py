@@ -158,6 +158,11 @@ class StackSettings(BaseSettings):
         return self.model_store_dir or self.home / "models"
 
     @property
+    def datasets_dir(self) -> Path:
+        """Training datasets built from history, one folder each (``streamml train``)."""
+        return self.home / "datasets"
+
+    @property
     def stack_env_path(self) -> Path:
         return self.home / STACK_ENV_FILE
 

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from services.core.declarations import Aggregation, Domain, Feature
 from services.core.errors import ConfigError
+from services.core.labelled import ONLINE_FEATURES_FIELD
 from services.core.topics import schema_subject
 
 Schema = dict[str, Any]
@@ -34,7 +35,6 @@ FEATURES_RECORD = "FeatureVector"
 PREDICTIONS_RECORD = "Prediction"
 LABELLED_RECORD = "LabelledPrediction"
 ONLINE_FEATURES_RECORD = "OnlineFeatures"
-ONLINE_FEATURES_FIELD = "online_features"
 TIMESTAMP_MILLIS: Mapping[str, str] = {"type": "long", "logicalType": "timestamp-millis"}
 # Who served a prediction: the registry's champion (or a canary or shadow), or the heuristic.
 SERVED_BY: Mapping[str, Any] = {

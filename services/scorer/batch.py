@@ -20,9 +20,9 @@ import numpy as np
 from services.core.deadletter import SourcePosition, dead_letter
 from services.core.declarations import Domain
 from services.core.errors import SerializationError
+from services.core.labelled import ONLINE_FEATURES_FIELD
 from services.core.serde import Codec, Record
 from services.models.runtimes import Matrix, Scores
-from services.schematools.schemagen import ONLINE_FEATURES_FIELD
 from services.scorer.dedup import RecentIds
 from services.scorer.online import MISSING_FEATURE, OnlineFeatureReader
 from services.scorer.serving import Lineup, Serving, heuristic_serving

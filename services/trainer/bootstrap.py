@@ -157,7 +157,7 @@ def save_trained(
     metrics: dict[str, float] = card["metrics"]
     stored = store.save(model_name, version, artifact, card, artifact_file=artifact_file)
     log.info(
-        "bootstrap %s v%s (%s): holdout auc %.3f in %.1f s",
+        "trained %s v%s (%s): holdout auc %.3f in %.1f s",
         model_name,
         version,
         kind,

@@ -49,6 +49,12 @@ class Dataset:
     def positives(self) -> int:
         return int(self.y.sum())
 
+    def subset(self, rows: npt.NDArray[np.int64], part: str) -> Dataset:
+        """The given rows, with their own content id and a source naming this dataset."""
+        X, y = self.X[rows], self.y[rows]
+        source = f"{self.source}; {part} part of {self.dataset_id}"
+        return Dataset(X, y, self.feature_names, dataset_id(self.feature_names, X, y), source)
+
 
 def dataset_id(feature_names: tuple[str, ...], X: Matrix, y: Matrix) -> str:
     """A content id: the same rows, labels and columns always get the same id."""
@@ -95,12 +101,6 @@ def split(dataset: Dataset, holdout_share: float = 0.2, *, seed: int) -> tuple[D
         raise ValueError(f"holdout_share must be in (0, 1), not {holdout_share}")
     order = np.random.default_rng(seed).permutation(len(dataset))
     n_holdout = max(1, round(len(dataset) * holdout_share))
-    train = _subset(dataset, np.sort(order[n_holdout:]), "train")
-    holdout = _subset(dataset, np.sort(order[:n_holdout]), "holdout")
+    train = dataset.subset(np.sort(order[n_holdout:]), "train")
+    holdout = dataset.subset(np.sort(order[:n_holdout]), "holdout")
     return train, holdout
-
-
-def _subset(dataset: Dataset, rows: npt.NDArray[np.int64], part: str) -> Dataset:
-    X, y = dataset.X[rows], dataset.y[rows]
-    source = f"{dataset.source}; {part} part of {dataset.dataset_id}"
-    return Dataset(X, y, dataset.feature_names, dataset_id(dataset.feature_names, X, y), source)

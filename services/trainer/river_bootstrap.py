@@ -79,7 +79,7 @@ def train_river_bootstrap(
         "learn_seconds": round(learn_s, 3),
         "parity_max_abs_diff": parity,
         "online_learning": (
-            f"The scorer goes on learning from {domain.topics.outcomes} (test-then-train); "
+            f"The scorer goes on learning from {domain.topics.labelled} (test-then-train); "
             "its snapshots are later versions whose card names this one as an ancestor."
         ),
         "versions": {"river": package_version("river"), "python": sys.version.split()[0]},

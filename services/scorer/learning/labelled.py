@@ -24,12 +24,12 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from services.core.declarations import Domain
 from services.core.errors import ModelError, StackError
 from services.core.kafka import background_consumer_config
+from services.core.labelled import labelled_input
 from services.core.serde import CodecFactory, Record
 from services.core.settings import StackSettings
 from services.models.river import RiverModel
 from services.registry.artifacts import ModelStore
 from services.registry.versions import publish, read_registry
-from services.schematools.schemagen import ONLINE_FEATURES_FIELD
 from services.scorer.learning.learner import (
     Example,
     OnlineLearner,
@@ -185,14 +185,6 @@ class LabelledLearning:
 
 
 def model_input(domain: Domain, labelled: Record, names: tuple[str, ...]) -> np.ndarray | None:
-    """The row a model with inputs ``names`` was given for a labelled pair: the vector and the
-    online features the scorer read, in ``names`` order; None when the record lacks one."""
-    vector = labelled.get("features")
-    if vector is None:
-        return None
-    online = labelled["prediction"].get(ONLINE_FEATURES_FIELD) or {}
-    try:
-        row = domain.input_row({**vector, **online}, names)
-    except KeyError:
-        return None
-    return np.asarray(row, dtype=np.float32)
+    """``labelled_input`` as a float32 row."""
+    row = labelled_input(domain, labelled, names)
+    return None if row is None else np.asarray(row, dtype=np.float32)

@@ -164,16 +164,17 @@ def _run_maven(argv: list[str]) -> str | None:
         )
     except OSError as exc:
         return f"cannot run {argv[0]}: {exc.strerror}"
-    assert process.stdout is not None
-    for line in process.stdout:
-        text = re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip().removeprefix("[INFO] ")
-        if text.startswith("Downloaded from") and ".jar (" in text:
-            print(f"  {text.rsplit('/', 1)[-1]}", file=sys.stderr, flush=True)
-        elif text.startswith("[ERROR]") and len(errors) < _MAVEN_ERROR_LINES:
-            message = text.removeprefix("[ERROR]").strip()
-            if message:
-                errors.append(message)
-    code = process.wait(FETCH_TIMEOUT_S)
+    with process:  # closes its output pipe, whatever happens
+        assert process.stdout is not None
+        for line in process.stdout:
+            text = re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip().removeprefix("[INFO] ")
+            if text.startswith("Downloaded from") and ".jar (" in text:
+                print(f"  {text.rsplit('/', 1)[-1]}", file=sys.stderr, flush=True)
+            elif text.startswith("[ERROR]") and len(errors) < _MAVEN_ERROR_LINES:
+                message = text.removeprefix("[ERROR]").strip()
+                if message:
+                    errors.append(message)
+        code = process.wait(FETCH_TIMEOUT_S)
     if code == 0:
         return None
     return "\n".join(errors) or f"mvn exited with code {code}"

@@ -1,0 +1,158 @@
+"""A version trained on history: the dataset read from ``<domain>.labelled``, then the same
+torch MLP as the bootstrap, exported to ONNX and checked against torch before it is saved.
+
+The holdout is a time split: the most recent ``holdout_share`` of the rows by event time, so the
+metrics say how the model does on data later than what it learned from, as it will serve.
+The card records the dataset id and its manifest (which leads to the exact records), the code
+version, the parameters, the holdout metrics and the training reference the monitor compares
+live data with.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+from services.core.declarations import Domain
+from services.core.errors import ConfigError
+from services.core.settings import StackSettings
+from services.models.reference import reference_of
+from services.models.runtimes import KIND
+from services.registry.artifacts import ARTIFACT_FILE, ModelStore
+from services.trainer.bootstrap import PARITY_ROWS, TrainedModel, holdout_metrics, save_trained
+from services.trainer.dataset import Dataset
+from services.trainer.export import export_onnx, onnx_session, parity_check
+from services.trainer.history import MANIFEST_FILE, Bound, HistoryDataset, read_history
+from services.trainer.model import train_mlp
+
+MIN_ROWS = 200  # below this a holdout says nothing: refuse rather than register noise
+HOLDOUT_SHARE = 0.2
+
+log = logging.getLogger(__name__)
+
+
+def train_from_history(
+    settings: StackSettings,
+    domain: Domain,
+    *,
+    since: Bound,
+    until: Bound,
+    seed: int = 7,
+    epochs: int = 12,
+    holdout_share: float = HOLDOUT_SHARE,
+    min_rows: int = MIN_ROWS,
+) -> TrainedModel:
+    """Builds the dataset, trains, checks and saves the next version of the domain's model."""
+    started = time.perf_counter()
+    history = read_history(settings, domain, since, until)
+    train, holdout = time_split(history, holdout_share, min_rows)
+    module = train_mlp(train, epochs=epochs, seed=seed)
+    artifact = export_onnx(module, len(train.feature_names))
+    parity = parity_check(module, artifact, holdout.X[:PARITY_ROWS])
+    (scores,) = onnx_session(artifact).run(None, {"features": holdout.X})
+    metrics = holdout_metrics(holdout.y, scores)
+    store = ModelStore(settings.models_dir)
+    version = store.next_version(domain.model_name)
+    columns = {name: holdout.X[:, i] for i, name in enumerate(holdout.feature_names)}
+    card: dict[str, Any] = {
+        "model_name": domain.model_name,
+        "version": version,
+        "kind": KIND,
+        "feature_names": list(train.feature_names),
+        "dataset_id": history.dataset.dataset_id,
+        "dataset_manifest": str(history.path / MANIFEST_FILE),
+        "dataset": {k: v for k, v in history.manifest.items() if k != "created_at"},
+        "train_dataset_id": train.dataset_id,
+        "holdout_dataset_id": holdout.dataset_id,
+        "train_size": len(train),
+        "holdout_size": len(holdout),
+        "holdout": f"the latest {holdout_share:.0%} of the rows by event time",
+        "metrics": metrics,
+        "reference": reference_of(columns, np.ravel(np.asarray(scores))),
+        "parameters": {"seed": seed, "epochs": epochs, "holdout_share": holdout_share},
+        "seed": seed,
+        "code_version": code_version(),
+        "created_at": datetime.now(UTC).isoformat(),
+        "input": {"name": "features", "dtype": "float32", "shape": ["batch", len(columns)]},
+        "output": {"name": "score", "dtype": "float32", "shape": ["batch", 1]},
+        "parity_max_abs_diff": parity,
+        "epochs": epochs,
+        "versions": {
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "intended_use": (
+            f"Scores {domain.name} events by the risk their outcome's {domain.label_field} is "
+            "true, trained on the outcomes the monitor joined to served predictions."
+        ),
+        "limitations": (
+            "Learned only from the events in its dataset's ranges; scores rank risk and are not "
+            "calibrated probabilities."
+        ),
+    }
+    return save_trained(
+        store, card, artifact, dataset=history.dataset, started=started, artifact_file=ARTIFACT_FILE
+    )
+
+
+def time_split(
+    history: HistoryDataset, holdout_share: float, min_rows: int
+) -> tuple[Dataset, Dataset]:
+    """(train, holdout): the rows before and after a point in event time, both with both
+    classes; a clear error when the history cannot give that."""
+    dataset = history.dataset
+    if not 0.0 < holdout_share < 1.0:
+        raise ConfigError(f"the holdout share must be in (0, 1), not {holdout_share}")
+    if len(dataset) < min_rows:
+        raise ConfigError(
+            f"{dataset.dataset_id} has {len(dataset)} usable rows, fewer than the {min_rows} "
+            f"a model needs (skipped: {history.manifest['skipped']}); wait for more outcomes or "
+            "widen --since/--until"
+        )
+    cut = len(dataset) - max(1, round(len(dataset) * holdout_share))
+    parts = []
+    for name, rows in (("train", np.arange(cut)), ("holdout", np.arange(cut, len(dataset)))):
+        part = dataset.subset(rows, name)
+        if part.positives in (0, len(part)):
+            raise ConfigError(
+                f"the {name} part of {dataset.dataset_id} has only one class "
+                f"({part.positives} positive of {len(part)}): a model cannot be trained and "
+                "judged on it"
+            )
+        parts.append(part)
+    return parts[0], parts[1]
+
+
+def code_version() -> str:
+    """The git commit of the code that trained (``+dirty`` with local changes), or the package
+    version outside a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"streamml {package_version('streamml')}"
+    return f"{commit}{'+dirty' if dirty else ''}"
