@@ -76,6 +76,8 @@ def events(prefix: str, rng: random.Random) -> list[dict[str, Any]]:
                     "served_by": rng.choice(("champion", "canary")),
                     "event_time": event_time,
                     "predicted_at": event_time + 20,
+                    # What the scorer read from the online store (none: it had no row).
+                    "online_features": None if i % 7 == 0 else {"merchant_txn_count_1h": i % 30},
                 },
                 "outcome": {
                     "event_id": f"{prefix}-{i}",
