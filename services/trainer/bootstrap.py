@@ -124,11 +124,17 @@ def train_bootstrap(
             seed=seed,
             scores=scores,
         ),
-        "input": {
-            "name": "features",
-            "dtype": "float32",
-            "shape": ["batch", len(dataset.feature_names)],
-        },
+        **onnx_card_fields(len(dataset.feature_names), parity, epochs),
+    }
+    return save_trained(
+        store, card, artifact, dataset=dataset, started=started, artifact_file=ARTIFACT_FILE
+    )
+
+
+def onnx_card_fields(n_inputs: int, parity: float, epochs: int) -> dict[str, Any]:
+    """What the card of every ONNX-exported MLP says of its graph, its check and its tools."""
+    return {
+        "input": {"name": "features", "dtype": "float32", "shape": ["batch", n_inputs]},
         "output": {"name": "score", "dtype": "float32", "shape": ["batch", 1]},
         "parity_max_abs_diff": parity,
         "epochs": epochs,
@@ -138,9 +144,6 @@ def train_bootstrap(
             "onnxruntime": onnxruntime.__version__,
         },
     }
-    return save_trained(
-        store, card, artifact, dataset=dataset, started=started, artifact_file=ARTIFACT_FILE
-    )
 
 
 def save_trained(

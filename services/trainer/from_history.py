@@ -19,9 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-import onnxruntime
-import torch
 
 from services.core.declarations import Domain
 from services.core.errors import ConfigError
@@ -29,7 +26,13 @@ from services.core.settings import StackSettings
 from services.models.reference import reference_of
 from services.models.runtimes import KIND
 from services.registry.artifacts import ARTIFACT_FILE, ModelStore
-from services.trainer.bootstrap import PARITY_ROWS, TrainedModel, holdout_metrics, save_trained
+from services.trainer.bootstrap import (
+    PARITY_ROWS,
+    TrainedModel,
+    holdout_metrics,
+    onnx_card_fields,
+    save_trained,
+)
 from services.trainer.dataset import Dataset
 from services.trainer.export import export_onnx, onnx_session, parity_check
 from services.trainer.history import MANIFEST_FILE, Bound, HistoryDataset, read_history
@@ -83,15 +86,7 @@ def train_from_history(
         "seed": seed,
         "code_version": code_version(),
         "created_at": datetime.now(UTC).isoformat(),
-        "input": {"name": "features", "dtype": "float32", "shape": ["batch", len(columns)]},
-        "output": {"name": "score", "dtype": "float32", "shape": ["batch", 1]},
-        "parity_max_abs_diff": parity,
-        "epochs": epochs,
-        "versions": {
-            "torch": torch.__version__,
-            "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__,
-        },
+        **onnx_card_fields(len(columns), parity, epochs),
         "intended_use": (
             f"Scores {domain.name} events by the risk their outcome's {domain.label_field} is "
             "true, trained on the outcomes the monitor joined to served predictions."

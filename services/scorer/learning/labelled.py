@@ -89,7 +89,8 @@ class LabelledLearning:
         card = self._store.card(serving.model_name, serving.version)
         consumer = Consumer(background_consumer_config(self._settings, None))
         try:
-            positions = self._assign(consumer, resume_positions(card))
+            resume = resume_positions(card)
+            positions = self._assign(consumer, resume)
         except Exception:
             consumer.close()
             raise
@@ -101,7 +102,7 @@ class LabelledLearning:
             positions=positions,
             snapshot_every_s=self._snapshot_every_s,
         )
-        where = "where its snapshot stopped" if resume_positions(card) else "at the end"
+        where = "where its snapshot stopped" if resume else "at the end"
         log.info("v%s learns from %s, starting %s", serving.version, self._topic, where)
         return learner, consumer
 
