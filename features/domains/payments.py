@@ -9,6 +9,7 @@ from services.core.declarations import (
     Feature,
     Heuristic,
     Monitoring,
+    Retraining,
     Segment,
     finite_at_least,
     matches,
@@ -52,4 +53,7 @@ DOMAIN = Domain(
     model_name="payments-fraud",
     # Quality also per amount band: a model can be good on small payments, poor on large ones.
     monitoring=Monitoring(segments=(Segment("amount", (0.0, 50.0, 200.0, 1000.0)),)),
+    # The trainer's loop (docs/trainer.md): the golden set holds frauds and ordinary payments
+    # the business is sure of; the other rules are the defaults.
+    retraining=Retraining(golden_set="golden/payments/v1"),
 )

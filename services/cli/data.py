@@ -28,7 +28,10 @@ def register(commands: Any) -> None:
         "--label-delay", type=float, default=0.0, metavar="S", help="seconds to each outcome"
     )
     produce.add_argument(
-        "--drift", action="append", metavar="KIND@N", help="data@N or concept@N (docs/monitor.md)"
+        "--drift",
+        action="append",
+        metavar="KIND@N",
+        help="data@N, concept@N or pattern@N (docs/monitor.md)",
     )
     produce.set_defaults(handler=cmd_produce)
     consume = commands.add_parser("consume", help="print a topic's records as JSON lines")

@@ -33,32 +33,22 @@ def register(commands: Any) -> None:
 
     models = commands.add_parser("models", help="list, promote or roll back model versions")
     actions = models.add_subparsers(dest="action", required=True)
-    listing = actions.add_parser("list", help="every version of the domain's model")
-    listing.add_argument("domain")
-    listing.set_defaults(handler=cmd_list)
-    prom = actions.add_parser("promote", help="make VERSION the serving champion")
-    prom.add_argument("domain")
-    prom.add_argument("version")
-    prom.set_defaults(handler=cmd_promote)
-    back = actions.add_parser("rollback", help="give traffic back to the previous champion")
-    back.add_argument("domain")
-    back.set_defaults(handler=cmd_rollback)
-    canary = actions.add_parser(
-        "canary",
-        help="let VERSION score a share of the keys (the same key always goes the same way)",
-    )
-    canary.add_argument("domain")
-    canary.add_argument("version")
-    canary.add_argument(
+    for name, helped, handler, takes_version in (
+        ("list", "every version of the domain's model", cmd_list, False),
+        ("history", "the lineage: datasets, gates, canaries, promotions", cmd_history, False),
+        ("promote", "make VERSION the serving champion", cmd_promote, True),
+        ("rollback", "give traffic back to the previous champion", cmd_rollback, False),
+        ("shadow", "let VERSION score everything, to the shadow topic only", cmd_trial, True),
+        ("canary", "let VERSION score a share of the keys (sticky by key)", cmd_trial, True),
+    ):
+        action = actions.add_parser(name, help=helped)
+        action.add_argument("domain")
+        if takes_version:
+            action.add_argument("version")
+        action.set_defaults(handler=handler, stage=name)
+    actions.choices["canary"].add_argument(
         "--share", type=float, default=0.1, help="share of entity keys, in (0, 1] (default 0.1)"
     )
-    canary.set_defaults(handler=cmd_trial, stage=CANARY)
-    shadow = actions.add_parser(
-        "shadow", help="let VERSION score everything, published to the shadow topic only"
-    )
-    shadow.add_argument("domain")
-    shadow.add_argument("version")
-    shadow.set_defaults(handler=cmd_trial, stage=SHADOW, share=0.0)
     end = actions.add_parser("end", help="send the canary or the shadow back to candidate")
     end.add_argument("domain")
     end.add_argument("stage", choices=[CANARY, SHADOW])
@@ -86,6 +76,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from services.trainer.lineage import lineage
+
+    settings, domain = _settings_and_domain(args)
+    print("\n".join(lineage(settings, codecs_for(settings), domain.model_name)))
+    return 0
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     promoted = promote(*_registry_of(args), args.version)
     print(f"{promoted.key} is now {CHAMPION}")
@@ -99,7 +97,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
-    staged = stage_trial(*_registry_of(args), args.version, args.stage, args.share)
+    staged = stage_trial(*_registry_of(args), args.version, args.stage, getattr(args, "share", 0.0))
     share = f" on {staged.traffic_share:.0%} of the keys" if args.stage == CANARY else ""
     print(f"{staged.key} is now the {args.stage}{share}")
     return 0

@@ -10,6 +10,7 @@ SERVICES = {
     "featurizer": "events -> features",
     "scorer": "features -> predictions (confluent-kafka, ONNX Runtime)",
     "monitor": "predictions + outcomes + vectors -> <domain>.labelled (each joined event once)",
+    "trainer": "ml.retrain.requests -> dataset, candidate, gate, canary, promotion or rollback",
 }
 
 

@@ -212,6 +212,54 @@ class Monitoring:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """When a retrained candidate may take traffic: compared with the champion on the recent
+    holdout (rows later than it trained on) and on the domain's golden set (docs/trainer.md)."""
+
+    # The candidate's holdout AUC must exceed the champion's by more than this.
+    holdout_auc_gain: float = 0.0
+    # The candidate's golden-set AUC may be below the champion's by at most this.
+    golden_auc_margin: float = 0.05
+    # Below this AUC on either set a candidate fails, champion or not.
+    min_auc: float = 0.6
+
+    def __post_init__(self) -> None:
+        if self.golden_auc_margin < 0 or not 0.0 <= self.min_auc <= 1.0:
+            raise ValueError("golden_auc_margin must be >= 0 and min_auc in [0, 1]")
+
+
+@dataclass(frozen=True)
+class Retraining:
+    """How the trainer answers a retraining request: wait, train, gate, canary, decide."""
+
+    # A folder under features/ with the golden set's rows.parquet and manifest.json (None: the
+    # gate has no golden rule).
+    golden_set: str | None = None
+    # Labelled pairs with event time after the change point before training starts.
+    min_labelled: int = 2_000
+    max_wait: timedelta = timedelta(hours=6)  # then the request is abandoned
+    # A second candidate also learns this much history before the change point (patterns that
+    # still hold); the one better on the recent holdout goes on. timedelta(0): never.
+    before_change: timedelta = timedelta(hours=1)
+    # After a retrain ends, requests for this long are answered by it (one drift, one retrain).
+    cooldown: timedelta = timedelta(minutes=30)
+    canary_share: float = 0.2  # of the entity keys, by the scorer's sticky hash
+    # Joined outcomes of the canary (and of the champion, since the canary started) before
+    # they are compared.
+    canary_min_pairs: int = 500
+    # Rolled back when its accuracy is below the champion's, over the same time, by more.
+    canary_accuracy_margin: float = 0.01
+    canary_max_wait: timedelta = timedelta(hours=6)  # then rolled back
+    gate: Gate = field(default_factory=Gate)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.canary_share <= 1.0:
+            raise ValueError(f"canary_share must be in (0, 1], not {self.canary_share}")
+        if self.min_labelled < 1 or self.canary_min_pairs < 1:
+            raise ValueError("min_labelled and canary_min_pairs must be at least 1")
+
+
+@dataclass(frozen=True)
 class Domain:
     """Everything the platform needs to know about one stream of events."""
 
@@ -231,6 +279,7 @@ class Domain:
     max_future: timedelta = timedelta(minutes=10)
     max_past: timedelta = timedelta(days=7)
     monitoring: Monitoring = field(default_factory=Monitoring)
+    retraining: Retraining = field(default_factory=Retraining)
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.features] + list(self.passthrough)

@@ -66,6 +66,11 @@ MONITOR_DRIFT_KS = "monitor_drift_ks"  # by domain and subject
 MONITOR_ALERTS = "monitor_alerts"  # _total, by domain and kind
 MONITOR_RETRAIN_REQUESTS = "monitor_retrain_requests"  # _total, by domain
 
+TRAINER_REQUESTS = "trainer_requests"  # _total, by domain and answer (retrained, skipped, ...)
+TRAINER_STEPS = "trainer_steps"  # _total, by domain and step (ml.models.events' steps)
+TRAINER_BUSY = "trainer_busy"  # 1 while a retrain runs, by domain
+TRAINER_LABELLED_WAITING = "trainer_labelled_after_change"  # pairs counted while waiting
+
 FEATURE_LOG_ROWS_WRITTEN = "feature_log_rows_written"  # _total, by domain
 FEATURE_LOG_FILES_WRITTEN = "feature_log_files_written"  # _total, by domain
 FEATURE_LOG_WRITE_SECONDS = "feature_log_write_seconds"  # one part file, written and renamed

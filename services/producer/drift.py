@@ -5,6 +5,10 @@
 - ``concept@N``: the truth changes from event N on: besides the generator's own frauds, a
   ``CONCEPT_SHARE`` of the transactions it calls legitimate turn out fraudulent. The inputs look
   as before; what they mean does not, so a model's error rate rises.
+- ``pattern@N``: a new fraud pattern, which the declared features can express: from event N
+  on, a ``PATTERN_SHARE`` of the payments are card testing, a stolen card's tiny test charge
+  (``PATTERN_AMOUNT``, never seen before N) that turns out fraudulent. A model trained before
+  N misses them; one retrained on what came after learns them from the amount.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ from services.core.errors import ConfigError
 
 DATA = "data"
 CONCEPT = "concept"
+PATTERN = "pattern"
 DATA_FACTOR = 3.0
 CONCEPT_SHARE = 0.3
-_SYNTAX = re.compile(r"^(data|concept)@(\d+)$")
+PATTERN_SHARE = 0.1
+PATTERN_AMOUNT = (0.1, 0.99)  # a legitimate payment this small is one in 20,000
+_SYNTAX = re.compile(r"^(data|concept|pattern)@(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,9 @@ class Drift:
     def parse(cls, text: str) -> Drift:
         match = _SYNTAX.match(text.strip())
         if match is None:
-            raise ConfigError(f"--drift {text!r}: write data@N or concept@N (N: an event index)")
+            raise ConfigError(
+                f"--drift {text!r}: write data@N, concept@N or pattern@N (N: an event index)"
+            )
         return cls(match.group(1), int(match.group(2)))
 
 
@@ -50,6 +59,10 @@ class Drifts:
                 continue
             if drift.kind == DATA:
                 record = dict(record, amount=round(float(record["amount"]) * DATA_FACTOR, 2))
+            elif drift.kind == PATTERN:
+                if not is_fraud and self._rng.random() < PATTERN_SHARE:
+                    amount = round(float(self._rng.uniform(*PATTERN_AMOUNT)), 2)
+                    record, is_fraud = dict(record, amount=amount), True
             elif not is_fraud and self._rng.random() < CONCEPT_SHARE:
                 is_fraud = True
         return record, is_fraud

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import Producer
@@ -46,9 +47,11 @@ def publish_synthetic(
     cards: int = DEFAULT_CARDS,
     outcomes: Outcomes | None = None,
     drifts: list[Drift] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> list[str]:
     """Publishes ``count`` transactions; with ``rate`` > 0 each is stamped with its send time.
-    With ``outcomes``, each transaction's outcome follows it.
+    With ``outcomes``, each transaction's outcome follows it. ``stop`` ends the stream early
+    when it returns True (a long paced stream while something else is watched).
 
     Raises StackError when the broker has not acknowledged them all within ``FLUSH_TIMEOUT_S``.
     """
@@ -69,6 +72,8 @@ def publish_synthetic(
 
     drifted = Drifts(drifts or [], seed)
     for i, item in enumerate(generator.events(count)):
+        if stop is not None and stop():
+            break
         record, is_fraud = drifted.apply(i, item.record, item.is_fraud)
         if rate > 0:
             delay = started + i / rate - time.monotonic()

@@ -109,6 +109,13 @@ class ModelStore:
             raise ModelError(f"the model card {path} is not a JSON object")
         return cast(dict[str, Any], card)
 
+    def update_card(self, model_name: str, version: str, updates: dict[str, Any]) -> None:
+        """Adds what was learned about a version after it was saved (the gate's result) to its
+        card. The artifact, and so its sha256, never changes."""
+        card = {**self.card(model_name, version), **updates}
+        text = json.dumps(card, indent=2, sort_keys=True) + "\n"
+        _write_atomically(self.root / model_name / version / CARD_FILE, text.encode())
+
     def save_snapshot(
         self,
         model_name: str,

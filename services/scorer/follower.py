@@ -124,6 +124,10 @@ class RegistryFollower:
             "sha256": record.sha256,
             "service": f"scorer/{self._instance}",
             "at": now_ms(),
+            "step": "load",
+            "request_id": "",
+            "dataset_id": record.dataset_id,
+            "figures": {},
         }
         self._events.produce(
             MODEL_EVENTS, key=record.key.encode(), value=self._events_codec.encode(event)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from services.core.declarations import Domain
 from services.core.errors import ConfigError
@@ -35,6 +37,7 @@ from services.trainer.bootstrap import (
 )
 from services.trainer.dataset import Dataset
 from services.trainer.export import export_onnx, onnx_session, parity_check
+from services.trainer.golden import GoldenSet
 from services.trainer.history import MANIFEST_FILE, Bound, HistoryDataset, read_history
 from services.trainer.model import train_mlp
 
@@ -44,6 +47,16 @@ HOLDOUT_SHARE = 0.2
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class HistoryTraining:
+    """A version trained on history, and the recent holdout the gate judges it on."""
+
+    trained: TrainedModel
+    holdout: Dataset
+    history: HistoryDataset
+    compared: list[dict[str, Any]] = field(default_factory=list)
+
+
 def train_from_history(
     settings: StackSettings,
     domain: Domain,
@@ -51,19 +64,115 @@ def train_from_history(
     since: Bound,
     until: Bound,
     seed: int = 7,
-    epochs: int = 12,
-    holdout_share: float = HOLDOUT_SHARE,
-    min_rows: int = MIN_ROWS,
-) -> TrainedModel:
+    golden: GoldenSet | None = None,
+) -> HistoryTraining:
     """Builds the dataset, trains, checks and saves the next version of the domain's model."""
-    started = time.perf_counter()
     history = read_history(settings, domain, since, until)
-    train, holdout = time_split(history, holdout_share, min_rows)
+    return train_on_history(settings, domain, history, seed=seed, golden=golden)
+
+
+def holdout_start(history: HistoryDataset, holdout_share: float = HOLDOUT_SHARE) -> int:
+    """The event time where the latest ``holdout_share`` of the history's rows begins."""
+    if len(history.dataset) == 0:
+        raise ConfigError(f"{history.dataset.dataset_id} has no rows")
+    first = len(history.dataset) - max(1, round(len(history.dataset) * holdout_share))
+    return int(history.event_times[first])
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A model fitted on a history's rows before a point in event time, scored on the rows
+    after it (the recent holdout); not yet saved."""
+
+    history: HistoryDataset
+    train: Dataset
+    holdout: Dataset
+    artifact: bytes
+    parity: float
+    scores: npt.NDArray[np.float64]
+    metrics: dict[str, float]
+    holdout_rule: str
+    shuffle_labels: bool
+
+
+def fit_on_history(
+    history: HistoryDataset,
+    *,
+    seed: int,
+    epochs: int,
+    holdout_share: float = HOLDOUT_SHARE,
+    holdout_from_ms: int | None = None,
+    min_rows: int = MIN_ROWS,
+    shuffle_labels: bool = False,
+) -> Fit:
+    """Trains the MLP on the rows before the holdout and checks its ONNX export against torch.
+
+    The holdout is the rows with event time from ``holdout_from_ms`` when given (so models
+    trained on different histories are judged on the same recent rows), else the latest
+    ``holdout_share``. ``shuffle_labels`` trains on the training labels in a random order: the
+    gate's negative control, a model that learned nothing true (its card says so)."""
+    train, holdout = time_split(history, holdout_share, min_rows, holdout_from_ms)
+    if shuffle_labels:
+        shuffled = np.random.default_rng(seed).permutation(train.y)
+        train = replace(train, y=shuffled, source=f"{train.source}; labels shuffled")
     module = train_mlp(train, epochs=epochs, seed=seed)
     artifact = export_onnx(module, len(train.feature_names))
     parity = parity_check(module, artifact, holdout.X[:PARITY_ROWS])
     (scores,) = onnx_session(artifact).run(None, {"features": holdout.X})
-    metrics = holdout_metrics(holdout.y, scores)
+    rule = (
+        f"the latest {holdout_share:.0%} of the rows by event time"
+        if holdout_from_ms is None
+        else f"the rows with event time from {holdout_from_ms} (ms)"
+    )
+    return Fit(
+        history,
+        train,
+        holdout,
+        artifact,
+        parity,
+        np.ravel(np.asarray(scores, dtype=np.float64)),
+        holdout_metrics(holdout.y, scores),
+        rule,
+        shuffle_labels,
+    )
+
+
+def train_on_history(
+    settings: StackSettings,
+    domain: Domain,
+    history: HistoryDataset,
+    *,
+    seed: int = 7,
+    epochs: int = 12,
+    golden: GoldenSet | None = None,
+) -> HistoryTraining:
+    """Trains, checks and saves the next version on a dataset read by ``read_history``."""
+    started = time.perf_counter()
+    fit = fit_on_history(history, seed=seed, epochs=epochs)
+    return save_fit(settings, domain, fit, seed=seed, epochs=epochs, golden=golden, started=started)
+
+
+def save_fit(
+    settings: StackSettings,
+    domain: Domain,
+    fit: Fit,
+    *,
+    seed: int,
+    epochs: int,
+    golden: GoldenSet | None,
+    started: float,
+    compared: list[dict[str, Any]] | None = None,
+) -> HistoryTraining:
+    """Saves the fitted model as the next version, its card complete (``compared``: the other
+    fits it was chosen over, and why)."""
+    history, train, holdout, artifact = fit.history, fit.train, fit.holdout, fit.artifact
+    golden_metrics = None
+    if golden is not None:
+        (golden_scores,) = onnx_session(artifact).run(None, {"features": golden.dataset.X})
+        golden_metrics = {
+            "version": golden.version,
+            **holdout_metrics(golden.dataset.y, golden_scores),
+        }
     store = ModelStore(settings.models_dir)
     version = store.next_version(domain.model_name)
     columns = {name: holdout.X[:, i] for i, name in enumerate(holdout.feature_names)}
@@ -79,14 +188,22 @@ def train_from_history(
         "holdout_dataset_id": holdout.dataset_id,
         "train_size": len(train),
         "holdout_size": len(holdout),
-        "holdout": f"the latest {holdout_share:.0%} of the rows by event time",
-        "metrics": metrics,
-        "reference": reference_of(columns, np.ravel(np.asarray(scores))),
-        "parameters": {"seed": seed, "epochs": epochs, "holdout_share": holdout_share},
+        "holdout": fit.holdout_rule,
+        "metrics": fit.metrics,
+        "golden_metrics": golden_metrics,
+        "compared": compared or [],
+        "labels_shuffled": fit.shuffle_labels,
+        "reference": reference_of(columns, fit.scores),
+        "parameters": {
+            "seed": seed,
+            "epochs": epochs,
+            "since": history.manifest.get("since"),
+            "until": history.manifest.get("until"),
+        },
         "seed": seed,
         "code_version": code_version(),
         "created_at": datetime.now(UTC).isoformat(),
-        **onnx_card_fields(len(columns), parity, epochs),
+        **onnx_card_fields(len(columns), fit.parity, epochs),
         "intended_use": (
             f"Scores {domain.name} events by the risk their outcome's {domain.label_field} is "
             "true, trained on the outcomes the monitor joined to served predictions."
@@ -96,16 +213,18 @@ def train_from_history(
             "calibrated probabilities."
         ),
     }
-    return save_trained(
+    trained = save_trained(
         store, card, artifact, dataset=history.dataset, started=started, artifact_file=ARTIFACT_FILE
     )
+    return HistoryTraining(trained, holdout, history, compared or [])
 
 
 def time_split(
-    history: HistoryDataset, holdout_share: float, min_rows: int
+    history: HistoryDataset, holdout_share: float, min_rows: int, cut_ms: int | None = None
 ) -> tuple[Dataset, Dataset]:
-    """(train, holdout): the rows before and after a point in event time, both with both
-    classes; a clear error when the history cannot give that."""
+    """(train, holdout): the rows before and after a point in event time (``cut_ms``, or where
+    the latest ``holdout_share`` begins), both with both classes; a clear error when the
+    history cannot give that."""
     dataset = history.dataset
     if not 0.0 < holdout_share < 1.0:
         raise ConfigError(f"the holdout share must be in (0, 1), not {holdout_share}")
@@ -116,6 +235,8 @@ def time_split(
             "widen --since/--until"
         )
     cut = len(dataset) - max(1, round(len(dataset) * holdout_share))
+    if cut_ms is not None:  # rows are in event-time order
+        cut = int(np.searchsorted(history.event_times, cut_ms, side="left"))
     parts = []
     for name, rows in (("train", np.arange(cut)), ("holdout", np.arange(cut, len(dataset)))):
         part = dataset.subset(rows, name)

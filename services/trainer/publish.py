@@ -67,12 +67,18 @@ def train_history_and_register(
     """Trains on ``<domain>.labelled`` between ``since`` and ``until`` (offsets or event times,
     see ``history.Bound``), registers the version as a candidate; returns the version."""
     from services.trainer.from_history import train_from_history
+    from services.trainer.golden import load_golden
     from services.trainer.history import Bound
 
-    trained = train_from_history(
-        settings, domain, since=Bound.parse(since), until=Bound.parse(until), seed=seed
+    done = train_from_history(
+        settings,
+        domain,
+        since=Bound.parse(since),
+        until=Bound.parse(until),
+        seed=seed,
+        golden=load_golden(settings.features_dir, domain),
     )
-    return register(settings, trained)
+    return register(settings, done.trained)
 
 
 def register(settings: StackSettings, trained: TrainedModel) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from services.core.errors import (
     EncodingError,
@@ -16,7 +17,8 @@ from services.core.errors import (
     SerializationError,
     UnknownSchemaError,
 )
-from services.core.schemas import SchemaStore, crc64_fingerprint
+from services.core.paths import default_schemas_dir
+from services.core.schemas import SchemaStore, crc64_fingerprint, without_logical_types
 from services.core.serde import CodecFactory
 from services.core.topics import MODEL_EVENTS, MODELS, DomainTopics, schema_subject
 from services.schematools.compat import sample_datums
@@ -136,8 +138,27 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "sha256": "cd" * 32,
         "service": "scorer/host-1",
         "at": T,
+        "step": "load",
+        "request_id": "",
+        "dataset_id": "",
+        "figures": {},
     },
 }
+TRAINER_STEP: dict[str, Any] = {
+    "model_name": "payments-fraud",
+    "version": "5",
+    "role": "candidate",
+    "outcome": "refused",
+    "reason": "holdout auc 0.512 is not above the champion's 0.981",
+    "sha256": "ab" * 32,
+    "service": "trainer/host-1",
+    "at": T,
+    "step": "gate_failed",
+    "request_id": "req-1",
+    "dataset_id": "ds-0123456789abcdef",
+    "figures": {"holdout_auc": 0.512, "champion_holdout_auc": 0.981},
+}
+NEW_EVENT_FIELDS = ("step", "request_id", "dataset_id", "figures")  # since ml.models.events v1
 TOPICS = (
     *DomainTopics.for_domain("payments", "transactions").data_topics(),
     MODELS,
@@ -186,6 +207,22 @@ def test_every_topic_round_trips(codecs: CodecFactory, topic: str) -> None:
     record = SAMPLES[schema_subject(topic)]
     codec = codecs.for_topic(topic)
     assert codec.decode(codec.encode(record)) == record
+
+
+def test_a_trainer_step_round_trips_and_old_load_events_read_as_loads(
+    codecs: CodecFactory, schema_store: SchemaStore
+) -> None:
+    codec = codecs.for_topic(MODEL_EVENTS)
+    assert codec.decode(codec.encode(TRAINER_STEP)) == TRAINER_STEP
+    old = {k: v for k, v in SAMPLES[MODEL_EVENTS].items() if k not in NEW_EVENT_FIELDS}
+    old_path = default_schemas_dir() / "history" / MODEL_EVENTS / "1.avsc"
+    old_schema = parse_schema(without_logical_types(json.loads(old_path.read_text())))
+    written = io.BytesIO()
+    schemaless_writer(written, old_schema, old)
+    written.seek(0)
+    current = parse_schema(without_logical_types(schema_store.current(MODEL_EVENTS).source))
+    read = schemaless_reader(written, old_schema, current)
+    assert read == {**old, "step": "load", "request_id": "", "dataset_id": "", "figures": {}}
 
 
 def test_every_schema_round_trips_generated_samples(
