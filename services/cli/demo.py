@@ -12,8 +12,13 @@ def register(commands: Any) -> None:
         help="the whole path on a fresh local stack (Apache Kafka when a JDK is found), then a "
         "summary",
     )
-    demo.add_argument("--count", type=int, default=3000, help="transactions to publish")
-    demo.add_argument("--rate", type=float, default=200.0, help="events per second")
+    demo.add_argument(
+        "--count",
+        type=int,
+        default=3000,
+        help="payments, once the pipeline is warm, before card testing appears",
+    )
+    demo.add_argument("--rate", type=float, default=400.0, help="events per second")
     demo.set_defaults(handler=cmd_demo)
 
 

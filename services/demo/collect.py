@@ -44,6 +44,11 @@ class Collector:
                     self.records[record["event_id"]].append(record)
                     self.received_ms.setdefault(record["event_id"], received)
 
+    def latest(self, n: int) -> list[Record]:
+        """The first record of each of the latest ``n`` event ids to arrive."""
+        with self._lock:
+            return [records[0] for records in list(self.records.values())[-n:]]
+
     def missing(self, event_ids: Iterable[str]) -> set[str]:
         with self._lock:
             return {e for e in event_ids if e not in self.records}

@@ -41,7 +41,8 @@ class AlertPublisher:
         self._producer = Producer(producer_config(settings))
 
     def concept_drift(self, alarm: Alarm, window_end_ms: int) -> Record:
-        """Publishes the alarm's alert and the retraining request it asks for; returns the alert."""
+        """Publishes the alarm's alert and, when the error rate rose, the retraining request it
+        asks for; returns the alert."""
         declared = self._domain.monitoring.concept
         threshold = {
             "adwin": declared.adwin_delta,
@@ -60,6 +61,13 @@ class AlertPublisher:
             window=(alarm.change_point_ms, window_end_ms, alarm.pairs_seen),
         )
         before = "" if alarm.error_rate_before is None else f"{alarm.error_rate_before:.3f} -> "
+        if not alarm.worse:
+            log.info(
+                "the error rate of %s fell (%s): no retraining asked",
+                alarm.model_version,
+                before + f"{alarm.error_rate_after:.3f}",
+            )
+            return alert
         self._request(
             alarm.model_version,
             f"concept drift on {alarm.model_version} ({alarm.served_by}): "

@@ -35,6 +35,12 @@ class Alarm:
     pairs_seen: int  # pairs of this version the detector had read when it fired
     change_point_ms: int | None
 
+    @property
+    def worse(self) -> bool:
+        """The error rate rose (or nothing is known of before): a model of the new data is
+        needed. A fall is alerted too, but asks for nothing."""
+        return self.error_rate_before is None or self.error_rate_after > self.error_rate_before
+
 
 def make_detector(declared: ConceptDrift) -> Any:
     if declared.detector == "adwin":

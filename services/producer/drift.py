@@ -50,10 +50,19 @@ class Drifts:
     """Applies every declared drift to the i-th event and its label."""
 
     def __init__(self, drifts: list[Drift], seed: int) -> None:
-        self._drifts = drifts
+        self._drifts = tuple(drifts)
         self._rng = np.random.default_rng(seed)
+        self.seen = 0  # events drifted so far: where a stream is now
+
+    def begin(self, kind: str, after: int) -> Drift:
+        """Adds a drift of ``kind`` from ``after`` events past the latest one, while a stream
+        runs in another thread (a demo that waits for its pipeline to warm up first)."""
+        drift = Drift(kind, self.seen + after)
+        self._drifts = (*self._drifts, drift)  # one assignment: the stream sees all or none
+        return drift
 
     def apply(self, i: int, record: dict[str, Any], is_fraud: bool) -> tuple[dict[str, Any], bool]:
+        self.seen = i + 1
         for drift in self._drifts:
             if i < drift.start:
                 continue

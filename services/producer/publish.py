@@ -46,12 +46,13 @@ def publish_synthetic(
     seed: int,
     cards: int = DEFAULT_CARDS,
     outcomes: Outcomes | None = None,
-    drifts: list[Drift] | None = None,
+    drifts: list[Drift] | Drifts | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> list[str]:
     """Publishes ``count`` transactions; with ``rate`` > 0 each is stamped with its send time.
     With ``outcomes``, each transaction's outcome follows it. ``stop`` ends the stream early
-    when it returns True (a long paced stream while something else is watched).
+    when it returns True (a long paced stream while something else is watched); ``drifts``
+    may be a ``Drifts`` the caller keeps, to begin one while the stream runs.
 
     Raises StackError when the broker has not acknowledged them all within ``FLUSH_TIMEOUT_S``.
     """
@@ -70,7 +71,7 @@ def publish_synthetic(
             _, key, value = due.popleft()
             producer.produce(domain.topics.outcomes, key=key, value=value)
 
-    drifted = Drifts(drifts or [], seed)
+    drifted = drifts if isinstance(drifts, Drifts) else Drifts(drifts or [], seed)
     for i, item in enumerate(generator.events(count)):
         if stop is not None and stop():
             break

@@ -38,7 +38,7 @@ from services.core.paths import default_features_dir, default_schemas_dir
 from services.core.serde import codecs_for
 from services.core.settings import StackSettings
 from services.featurestore.store import apply_declarations
-from services.producer.drift import Drift
+from services.producer.drift import PATTERN, Drift, Drifts
 from services.producer.publish import Outcomes, publish_synthetic
 from services.registry.artifacts import ModelStore
 from services.registry.stages import promote
@@ -54,8 +54,7 @@ pytestmark = pytest.mark.integration
 
 MODEL = "loop-fraud"
 RATE = 400.0
-CHANGE_AT = 4_000  # events before card testing appears
-WARM_UP = 1_000  # the first events, while every card's windows fill, are not the baseline
+CHANGE_AT = 4_000  # events after the warm-up before card testing appears
 AFTER_PROMOTION_S = 10.0  # events served by the new champion, to measure it on
 LOOP_TIMEOUT_S = 240.0
 RETRAINING = (
@@ -73,6 +72,7 @@ class Loop:
     schemas: Path
     logs: Path
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    stream: Stream | None = None  # from the warm-up on
 
     def start(self, name: str, **env: str) -> None:
         args = () if name == "featurizer" else ("--domain", "loop")
@@ -134,9 +134,11 @@ def loop(
     try:
         for name in ("featurizer", "scorer", "monitor", "trainer"):
             running.start(name)
-        warm_up(running)
+        running.stream = warm_up(running)
         yield running
     finally:
+        if running.stream is not None:
+            running.stream.stop()
         for service in running.services.values():
             if service.process.poll() is None:
                 service.stop()
@@ -150,6 +152,7 @@ class Stream:
         codecs = codecs_for(loop.settings)
         self._stop = threading.Event()
         self.event_ids: list[str] = []
+        self.drifts = Drifts([Drift.parse(drift)] if drift else [], seed)
 
         def run() -> None:
             self.event_ids = publish_synthetic(
@@ -160,7 +163,7 @@ class Stream:
                 rate=RATE,
                 seed=seed,
                 outcomes=Outcomes(codecs.for_topic(domain.topics.outcomes), 0.5),
-                drifts=[Drift.parse(drift)] if drift else [],
+                drifts=self.drifts,
                 stop=self._stop.is_set,
             )
 
@@ -173,10 +176,10 @@ class Stream:
         return self.event_ids
 
 
-def warm_up(loop: Loop) -> None:
-    """Publishes until the champion scores nearly every event. Until each merchant of the stream
-    has an online row the scorer serves the heuristic (issue 17); a drift before that would
-    change nothing the monitor watches on the champion."""
+def warm_up(loop: Loop) -> Stream:
+    """Starts the stream and waits until the champion scores nearly every event. Until each
+    merchant of the stream has an online row the scorer serves the heuristic (issue 17); a
+    drift before that would change nothing the monitor watches on the champion."""
     codec = loop.codec("loop.predictions")
     reader = TopicReader(loop.settings, "loop.predictions")
     stream = Stream(loop, seed=10, drift=None)
@@ -188,9 +191,12 @@ def warm_up(loop: Loop) -> None:
     try:
         reader.read_until(warm, 120)
         assert warm(reader.values), f"the champion does not serve; see {loop.logs}"
-    finally:
+    except BaseException:
         stream.stop()
+        raise
+    finally:
         reader.close()
+    return stream
 
 
 class Steps:
@@ -253,7 +259,10 @@ def test_a_new_fraud_pattern_is_learned_and_promoted_with_nobody_touching_anythi
     steps = Steps(loop.settings)
     champion = read_registry(loop.settings, codecs_for(loop.settings)).champion(MODEL)
     assert champion is not None
-    stream = Stream(loop, seed=11, drift=f"pattern@{CHANGE_AT}")
+    stream = loop.stream
+    assert stream is not None
+    warm_at = stream.drifts.seen
+    change = stream.drifts.begin(PATTERN, CHANGE_AT)
     try:
         done = steps.wait_for(
             lambda s: any(r["step"] in ("promoted", "rolled_back", "gate_failed") for r in s),
@@ -262,6 +271,7 @@ def test_a_new_fraud_pattern_is_learned_and_promoted_with_nobody_touching_anythi
         time.sleep(AFTER_PROMOTION_S)
     finally:
         event_ids = stream.stop()
+        loop.stream = None
         steps.close()
     logs = f"see {loop.logs}/loop-trainer.log and loop-monitor.log"
     ends = [r for r in done if r["step"] in ("promoted", "rolled_back", "gate_failed")]
@@ -286,7 +296,7 @@ def test_a_new_fraud_pattern_is_learned_and_promoted_with_nobody_touching_anythi
     pairs = labelled_pairs(loop, set(event_ids))
     before = [
         pairs[e]
-        for e in event_ids[WARM_UP:CHANGE_AT]
+        for e in event_ids[warm_at : change.start]
         if e in pairs and pairs[e]["prediction"]["served_by"] == "champion"
     ]
     promoted_at = int(promoted["at"].timestamp() * 1000)
@@ -300,7 +310,7 @@ def test_a_new_fraud_pattern_is_learned_and_promoted_with_nobody_touching_anythi
     assert len(before) > 2_000 and len(last) > 2_000, (len(before), len(last))
     after_change = [
         pairs[e]
-        for e in event_ids[CHANGE_AT:]
+        for e in event_ids[change.start :]
         if e in pairs
         and pairs[e]["prediction"]["model_version"] == champion.version
         and millis(pairs[e]["event_time"]) < promoted_at

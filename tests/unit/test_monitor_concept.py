@@ -99,7 +99,7 @@ def test_drift_syntax() -> None:
     assert Drift.parse("concept@5000") == Drift("concept", 5000)
     assert Drift.parse(" data@0 ") == Drift("data", 0)
     for bad in ("concept", "concept@", "label@3", "data@-1", "data@x"):
-        with pytest.raises(ConfigError, match="data@N or concept@N"):
+        with pytest.raises(ConfigError, match="data@N, concept@N or pattern@N"):
             Drift.parse(bad)
 
 
@@ -114,3 +114,15 @@ def test_injected_drifts_change_amounts_or_labels_from_their_event_on() -> None:
     assert not any(before)
     assert np.mean(after) == pytest.approx(CONCEPT_SHARE, abs=0.02)
     assert all(drifts.apply(i, record, True)[1] for i in range(1_000, 1_100))  # frauds stay
+
+
+def test_a_fall_in_the_error_rate_is_alarmed_but_asks_for_no_retraining() -> None:
+    rng = random.Random(5)
+    falling = errors(rng, 3_000, 0.2) + errors(rng, 5_000, 0.02)
+    rising = errors(rng, 3_000, 0.02) + errors(rng, 5_000, 0.2)
+    for stream, worse in ((falling, False), (rising, True)):
+        watch = ConceptWatch(ConceptDrift())
+        found = [a for i, e in enumerate(stream) if (a := watch.add("1", "champion", e, i))]
+        assert found and found[0].error_rate_before is not None
+        assert found[0].worse is worse
+        assert (found[0].error_rate_after > found[0].error_rate_before) is worse
