@@ -1,4 +1,4 @@
-"""``demo``: a local stack, a bootstrap model, featurizer and scorer, a few thousand events."""
+"""``demo``: the closed loop on a fresh local stack: drift, alert, retrain, canary, promotion."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Any
 def register(commands: Any) -> None:
     demo = commands.add_parser(
         "demo",
-        help="the whole path on a fresh local stack (Apache Kafka when a JDK is found), then a "
-        "summary",
+        help="the closed loop on a fresh local stack (Apache Kafka when a JDK is found): a new "
+        "fraud pattern, the alert, the retrain, canary and promotion, then a summary",
     )
     demo.add_argument(
         "--count",
         type=int,
-        default=3000,
+        default=6000,
         help="payments, once the pipeline is warm, before card testing appears",
     )
     demo.add_argument("--rate", type=float, default=400.0, help="events per second")

@@ -142,7 +142,8 @@ class ConceptDrift:
     page_hinkley_threshold: float = 50.0  # river's default
     # DDM's pairs before it may fire (river's default, 30, fires on the noise of a low rate).
     ddm_warm_start: int = 1_000
-    # After an alarm the version's detector is quiet for this many pairs, then starts afresh.
+    # After an alarm, a fresh detector reads on, its alarms held for this many pairs (one drift,
+    # one alarm); a drift found meanwhile is raised when the hold ends.
     cooldown_pairs: int = 2_000
     # Event times of the latest pairs kept per version, to place a change point.
     recent_pairs: int = 20_000

@@ -3,9 +3,12 @@
 Each labelled pair is an error (1) when the prediction's decision differs from the outcome's
 label, else 0. One detector per (model version, served_by) reads that stream: ADWIN by default
 (an adaptive window that is cut where its two halves' error rates differ significantly), DDM or
-Page-Hinkley when the domain declares so. A detection raises one alarm; then the version's
-detector is quiet for ``cooldown_pairs`` more pairs (hysteresis: one drift, one alarm, not a
-storm), and starts afresh. The change point, where ADWIN knows it, is the event time of the
+Page-Hinkley when the domain declares so. A detection raises one alarm, and a fresh detector
+reads on from there; for ``cooldown_pairs`` more pairs its alarms are held (hysteresis: one
+drift, one alarm, not a storm). A change the other way that it finds meanwhile (a rise soon
+after a fall) is another drift: it is raised when the hold ends, not lost. river's ADWIN
+forgets everything at a detection, so the fresh detector first reads the pairs ADWIN kept after
+its cut. The change point, where ADWIN knows it, is the event time of the
 oldest pair of the window it kept after the cut: from there on, the data reflect the new concept.
 Pure logic: the monitor feeds it pairs and publishes what it returns.
 """
@@ -54,6 +57,8 @@ class _Watched:
     def __init__(self, declared: ConceptDrift) -> None:
         self.detector = make_detector(declared)
         self.quiet_until = 0
+        self.held: Alarm | None = None  # found while quiet: raised when the quiet ends
+        self.last_worse: bool | None = None  # the direction of the last alarm raised
         self.seen = 0
         self.errors = 0
         self.recent: deque[tuple[int, int]] = deque(maxlen=declared.recent_pairs)
@@ -72,16 +77,33 @@ class ConceptWatch:
         watched.seen += 1
         watched.errors += error
         watched.recent.append((event_time_ms, int(error)))
-        if watched.seen < watched.quiet_until:
-            return None
         detector = watched.detector
         detector.update(int(error) if self._declared.detector == "ddm" else float(error))
-        if not detector.drift_detected:
+        alarm: Alarm | None = None
+        if detector.drift_detected:
+            alarm = self._alarm(version, served_by, watched)
+            watched.detector = self._reseeded(watched)
+        if watched.seen < watched.quiet_until:
+            # The same drift found again (its transition) is the storm the hold is for; a
+            # change the other way (a rise after a fall) is another drift, held till the end.
+            if alarm is not None and alarm.worse != watched.last_worse:
+                watched.held = alarm
             return None
-        alarm = self._alarm(version, served_by, watched)
-        watched.detector = make_detector(self._declared)
-        watched.quiet_until = watched.seen + self._declared.cooldown_pairs
+        alarm, watched.held = alarm or watched.held, None
+        if alarm is not None:
+            watched.quiet_until = watched.seen + self._declared.cooldown_pairs
+            watched.last_worse = alarm.worse
         return alarm
+
+    def _reseeded(self, watched: _Watched) -> Any:
+        """A fresh detector that has read the pairs after the cut. river's detectors forget
+        everything at a detection, the pairs after the cut too: a change that began among them
+        (a rise right after a fall) would then never be seen."""
+        fresh = make_detector(self._declared)
+        width = int(getattr(watched.detector, "width", 0) or 0)
+        for _, error in list(watched.recent)[-width:] if width else ():
+            fresh.update(int(error) if self._declared.detector == "ddm" else float(error))
+        return fresh
 
     def _alarm(self, version: str, served_by: str, watched: _Watched) -> Alarm:
         detector, recent = watched.detector, list(watched.recent)

@@ -10,9 +10,11 @@ rules sized for a test: fewer labelled pairs before training, half the keys on c
    jump and asks for retraining; the trainer waits for enough labelled pairs after the change
    point, trains, gates, canaries and promotes; the new champion's accuracy on the last events
    is back within 2 points of the old champion's before the change. One drift, one retrain.
+   The promoted version's card leads to its dataset, and the same offsets give the same id.
 2. A trainer whose candidates learn shuffled labels, killed while waiting and restarted: the
    restart resumes the request, the gate stops the candidate, the champion never stops serving.
-3. The promoted version's card leads to its dataset, and the same offsets give the same id.
+3. A trainer killed while it watched a canary that is worse live: the restart resumes the watch
+   and rolls the canary back.
 """
 
 from __future__ import annotations
@@ -41,11 +43,12 @@ from services.featurestore.store import apply_declarations
 from services.producer.drift import PATTERN, Drift, Drifts
 from services.producer.publish import Outcomes, publish_synthetic
 from services.registry.artifacts import ModelStore
-from services.registry.stages import promote
+from services.registry.stages import promote, stage_trial
 from services.registry.versions import CHAMPION, read_registry
 from services.schematools.schemagen import generate
 from services.stack.services import ServiceProcess, service_env
 from services.trainer.history import Bound, read_history
+from services.trainer.journal import Journal, Step
 from services.trainer.publish import train_and_register
 from tests.integration.helpers import TopicReader, publish
 from tests.outside import OutsideCodec
@@ -425,3 +428,62 @@ def test_a_candidate_that_learned_nothing_is_stopped_by_the_gate_even_across_a_c
     by = {(p["model_version"], p["served_by"]) for p in served.values()}
     assert (champion.version, "champion") in by
     assert all(version != failed["version"] for version, _ in by), by
+
+
+def test_a_trainer_killed_while_watching_a_canary_resumes_and_rolls_a_worse_one_back(
+    loop: Loop,
+) -> None:
+    """The journal says a canary started and nothing more (the trainer died watching it); the
+    restarted trainer resumes the watch and rolls the canary back: it is worse live."""
+    codecs = codecs_for(loop.settings)
+    view = read_registry(loop.settings, codecs)
+    champion = view.champion(MODEL)
+    shuffled = [
+        v
+        for v in view.versions(MODEL)
+        if ModelStore(loop.settings.models_dir).card(MODEL, v.version).get("labels_shuffled")
+    ]
+    assert champion is not None and shuffled, "runs after the gate test, which trained one"
+    worse = shuffled[-1]
+    loop.services["trainer"].stop()
+    request_id = f"canary-{uuid.uuid4().hex}"
+    now = int(time.time() * 1000)
+    request = {
+        "request_id": request_id,
+        "domain": "loop",
+        "model_version": champion.version,
+        "reason": "a drill: a trainer that died watching its canary",
+        "alert_ids": [],
+        "change_point": now,
+        "requested_at": now,
+    }
+    # What the dead trainer had done and told: staged the canary, told canary_started.
+    stage_trial(loop.settings, codecs, MODEL, worse.version, "canary", 0.5)
+    journal = Journal(loop.settings, codecs, MODEL, "the-dead-one")
+    journal.tell(Step.REQUESTED, champion.version, request_id, "a drill", role="champion")
+    journal.tell(Step.CANARY_STARTED, worse.version, request_id, "a drill", role="canary")
+    journal.close()
+    publish(loop.settings, "ml.retrain.requests", [(b"loop", REQUESTS.encode(request))])
+    steps = Steps(loop.settings)
+    stream = Stream(loop, seed=13, drift="pattern@0")
+    try:
+        loop.start("trainer")
+        mine = lambda s: [r for r in s if r["request_id"] == request_id]  # noqa: E731
+        ended = steps.wait_for(
+            lambda s: any(r["step"] in ("rolled_back", "promoted", "abandoned") for r in mine(s)),
+            LOOP_TIMEOUT_S,
+        )
+    finally:
+        stream.stop()
+        steps.close()
+    told = mine(ended)
+    assert [r["step"] for r in told] == ["requested", "canary_started", "rolled_back"], told
+    rolled = told[-1]
+    assert rolled["version"] == worse.version and rolled["service"].startswith("trainer/")
+    figures = rolled["figures"]
+    assert figures["canary_joined"] >= 300 and figures["champion_joined"] >= 300
+    assert figures["canary_accuracy"] < figures["champion_accuracy"] - 0.01
+    view = read_registry(loop.settings, codecs)
+    assert view.champion(MODEL) == champion
+    assert view.canary(MODEL) is None
+    assert view.get(MODEL, worse.version).stage == "candidate"

@@ -126,3 +126,15 @@ def test_a_fall_in_the_error_rate_is_alarmed_but_asks_for_no_retraining() -> Non
         assert found and found[0].error_rate_before is not None
         assert found[0].worse is worse
         assert (found[0].error_rate_after > found[0].error_rate_before) is worse
+
+
+def test_a_second_drift_during_the_hold_is_raised_when_the_hold_ends() -> None:
+    rng = random.Random(8)
+    # A fall (a fresh stream settling), then soon after a rise (a new kind of fraud).
+    stream = errors(rng, 3_000, 0.2) + errors(rng, 600, 0.05) + errors(rng, 6_000, 0.3)
+    watch = ConceptWatch(ConceptDrift(cooldown_pairs=2_000))
+    found = [(i, a) for i, e in enumerate(stream) if (a := watch.add("1", "champion", e, i))]
+    assert [a.worse for _, a in found] == [False, True], found
+    fell_at, (rose_at, rose) = found[0][0], found[1]
+    assert rose_at == fell_at + 2_000  # held until the hold ended, then raised
+    assert rose.change_point_ms is not None and rose.change_point_ms >= 3_000
