@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +42,7 @@ from services.trainer.settings import TrainerSettings
 from services.trainer.waiting import LabelledCount
 
 PROGRESS_EVERY_S = 10.0
+LATEST_EVENT = "event_time_max_ms"  # a dataset_built figure: its latest event time
 REGISTRY_CHECK_EVERY_S = 5.0
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Context:
     journal: Journal
     metrics: TrainerMetrics
     stopping: Callable[[], bool]
+    told: list[Told] = field(default_factory=list)  # every step, read back at start and since
 
     @property
     def store(self) -> ModelStore:
@@ -112,6 +114,7 @@ class Retrain:
 
     def tell(self, step: Step, version: str, reason: str, **fields: Any) -> Told:
         told = self._c.journal.tell(step, version, self._request.request_id, reason, **fields)
+        self._c.told.append(told)
         self._c.metrics.steps.labels(self._c.domain.name, step.value).inc()
         log.info("%s %s@%s: %s", step.value, self._c.domain.model_name, version, reason)
         return told
@@ -176,7 +179,11 @@ class Retrain:
                 f"{manifest['topic']} up to offsets {until}",
                 role=role,
                 dataset_id=history.dataset.dataset_id,
-                figures={"rows": float(manifest["rows"]), **skipped},
+                figures={
+                    "rows": float(manifest["rows"]),
+                    LATEST_EVENT: float(manifest["event_time_max_ms"] or 0),
+                    **skipped,
+                },
             )
             cut_ms = holdout_start(history) if cut_ms is None else cut_ms
             fit = fit_on_history(

