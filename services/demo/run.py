@@ -38,7 +38,9 @@ DRAIN_TIMEOUT_S = 90.0
 LABEL_DELAY_S = 1.0
 SERVING_SHARE = 0.95  # of the latest WARM_WINDOW predictions served by the champion: warm
 WARM_WINDOW = 400
-ENDS = ("promoted", "rolled_back", "gate_failed", "abandoned")
+# The demo ends at a promotion or a rollback. A failed gate or an abandoned retrain is not the
+# end: the drift is still there, and a later request with a later change point is answered.
+ENDS = ("promoted", "rolled_back")
 
 
 def step(message: str) -> None:
@@ -199,7 +201,7 @@ class Tail:
                         continue
                     self.steps.append(record)
                     step(f"trainer: {record['step']} v{record['version']}: {record['reason']}")
-                    if record["step"] in ENDS and record["step"] != "skipped":
+                    if record["step"] in ENDS:
                         return record
         return None
 
@@ -218,9 +220,7 @@ def _loop_summary(
     tail: Tail, labelled: Collector, before_change: list[str], ended: Record | None
 ) -> None:
     print("  the loop")
-    concept = [a for a in tail.alerts if a["kind"] == "concept_drift"]
-    if concept:
-        alert = concept[0]
+    for alert in [a for a in tail.alerts if a["kind"] == "concept_drift"][:3]:
         baseline = "" if alert["baseline"] is None else f"{alert['baseline']:.1%} -> "
         print(
             f"    drift alert       concept drift on version {alert['model_version']}: "

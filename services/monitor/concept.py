@@ -5,11 +5,12 @@ label, else 0. One detector per (model version, served_by) reads that stream: AD
 (an adaptive window that is cut where its two halves' error rates differ significantly), DDM or
 Page-Hinkley when the domain declares so. A detection raises one alarm, and a fresh detector
 reads on from there; for ``cooldown_pairs`` more pairs its alarms are held (hysteresis: one
-drift, one alarm, not a storm). A change the other way that it finds meanwhile (a rise soon
-after a fall) is another drift: it is raised when the hold ends, not lost. river's ADWIN
-forgets everything at a detection, so the fresh detector first reads the pairs ADWIN kept after
-its cut. The change point, where ADWIN knows it, is the event time of the
-oldest pair of the window it kept after the cut: from there on, the data reflect the new concept.
+drift, one alarm, not a storm). A change it finds meanwhile that began after the alarm was
+raised, or goes the other way (a rise soon after a fall), is another drift: it is raised when
+the hold ends, not lost. river's ADWIN forgets everything at a detection, so the fresh detector
+first reads the pairs ADWIN kept after its cut. The change point, where ADWIN knows it, is the
+event time of the pair where the error rate most likely changed (the CUSUM split of the window
+ADWIN kept and as much before it): from there on, the data reflect the new concept.
 Pure logic: the monitor feeds it pairs and publishes what it returns.
 """
 
@@ -59,6 +60,7 @@ class _Watched:
         self.quiet_until = 0
         self.held: Alarm | None = None  # found while quiet: raised when the quiet ends
         self.last_worse: bool | None = None  # the direction of the last alarm raised
+        self.last_raised_ms = 0  # the event time of the pair that raised it
         self.seen = 0
         self.errors = 0
         self.recent: deque[tuple[int, int]] = deque(maxlen=declared.recent_pairs)
@@ -84,16 +86,24 @@ class ConceptWatch:
             alarm = self._alarm(version, served_by, watched)
             watched.detector = self._reseeded(watched)
         if watched.seen < watched.quiet_until:
-            # The same drift found again (its transition) is the storm the hold is for; a
-            # change the other way (a rise after a fall) is another drift, held till the end.
-            if alarm is not None and alarm.worse != watched.last_worse:
+            # The same drift found again (its transition, cut before the last alarm was raised)
+            # is the storm the hold is for; a change that began after it, or one the other way
+            # (a rise after a fall), is another drift, held till the end.
+            if alarm is not None and self._another_drift(alarm, watched):
                 watched.held = alarm
             return None
         alarm, watched.held = alarm or watched.held, None
         if alarm is not None:
             watched.quiet_until = watched.seen + self._declared.cooldown_pairs
-            watched.last_worse = alarm.worse
+            watched.last_worse, watched.last_raised_ms = alarm.worse, event_time_ms
         return alarm
+
+    @staticmethod
+    def _another_drift(alarm: Alarm, watched: _Watched) -> bool:
+        if alarm.worse != watched.last_worse:
+            return True
+        began = alarm.change_point_ms
+        return began is not None and began > watched.last_raised_ms
 
     def _reseeded(self, watched: _Watched) -> Any:
         """A fresh detector that has read the pairs after the cut. river's detectors forget
@@ -109,7 +119,9 @@ class ConceptWatch:
         detector, recent = watched.detector, list(watched.recent)
         width = int(getattr(detector, "width", 0) or 0)
         if 0 < width <= len(recent):
-            after, before = recent[-width:], recent[:-width]
+            span = recent[-2 * width :]
+            k = _split([e for _, e in span], default=len(span) - width)
+            before, after = span[:k], span[k:]
             change_point: int | None = after[0][0]
         else:
             after, before, change_point = recent[-self._declared.recent_pairs // 4 :], [], None
@@ -122,3 +134,26 @@ class ConceptWatch:
             pairs_seen=watched.seen,
             change_point_ms=change_point,
         )
+
+
+MIN_SEGMENT = 30  # pairs on each side of an estimated change point
+
+
+def _split(errors: list[int], default: int) -> int:
+    """Where the error rate most likely changed: the split of ``errors`` whose two sides' means
+    differ most, weighted by how many pairs each side has (the CUSUM estimate). ADWIN's own
+    cut only bounds it: the window it keeps after firing still starts well before the change."""
+    n = len(errors)
+    if n < 2 * MIN_SEGMENT:
+        return default
+    total = sum(errors)
+    best, best_score, running = default, -1.0, 0
+    for k in range(1, n):
+        running += errors[k - 1]
+        if k < MIN_SEGMENT or n - k < MIN_SEGMENT:
+            continue
+        gap = abs((total - running) / (n - k) - running / k)
+        score = gap * (k * (n - k) / n) ** 0.5
+        if score > best_score:
+            best, best_score = k, score
+    return best

@@ -138,3 +138,16 @@ def test_a_second_drift_during_the_hold_is_raised_when_the_hold_ends() -> None:
     fell_at, (rose_at, rose) = found[0][0], found[1]
     assert rose_at == fell_at + 2_000  # held until the hold ended, then raised
     assert rose.change_point_ms is not None and rose.change_point_ms >= 3_000
+
+
+def test_a_second_rise_that_began_during_the_hold_is_raised_when_it_ends() -> None:
+    rng = random.Random(9)
+    # A mild rise, then soon after a strong one (a new kind of fraud on top).
+    stream = errors(rng, 4_000, 0.04) + errors(rng, 1_500, 0.09) + errors(rng, 6_000, 0.25)
+    watch = ConceptWatch(ConceptDrift(cooldown_pairs=2_000))
+    found = [(i, a) for i, e in enumerate(stream) if (a := watch.add("1", "champion", e, i))]
+    assert len(found) == 2 and all(a.worse for _, a in found), found
+    (first_at, _), (second_at, second) = found
+    assert first_at < 5_500 and second_at == first_at + 2_000  # held, then raised
+    assert second.change_point_ms is not None and second.change_point_ms > first_at
+    assert second.error_rate_after > 0.2
