@@ -63,6 +63,7 @@ LOOP_TIMEOUT_S = 240.0
 RETRAINING = (
     'Retraining(golden_set="golden/payments/v1", min_labelled=1_500, canary_share=0.5, '
     "canary_min_pairs=300, cooldown=timedelta(seconds=10), max_wait=timedelta(minutes=4), "
+    "before_change=timedelta(minutes=2), "
     "canary_max_wait=timedelta(minutes=4))"
 )
 EVENTS = OutsideCodec("ml.models.events.avsc")
@@ -131,7 +132,7 @@ def loop(
     domain = load_domain(features, "loop")
     create_topics(settings, topic_specs(settings, [domain]))
     apply_declarations(settings, [domain])
-    version = train_and_register(settings, domain, seed=7, events=40_000)
+    version = train_and_register(settings, domain, seed=7, events=20_000)
     promote(settings, codecs_for(settings), MODEL, version)
     running = Loop(settings, schemas, logs_dir)
     try:

@@ -38,5 +38,5 @@ def test_prometheus_scrapes_every_service_compose_runs() -> None:
     commands = re.findall(
         r'command: \["run", "(\w+)"', (COMPOSE / "docker-compose.yml").read_text()
     )
-    assert set(commands) == {"featurizer", "scorer", "monitor"}
+    assert set(commands) == {"featurizer", "scorer", "monitor", "trainer"}
     assert set(commands) <= scraped
