@@ -34,7 +34,11 @@ def port_for(requested: int | None, what: str) -> int:
 
 
 def ensure_port_free(port: int, what: str) -> None:
+    """Raises unless a server could listen on ``port``. With SO_REUSEADDR, as Kafka and Redis
+    bind: a port whose last connections are still in TIME_WAIT (a server just stopped, and
+    started again on its port) is free; one a server listens on is not."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((LOOPBACK, port))
         except OSError as exc:

@@ -13,8 +13,9 @@ from services.stack.processes import LOOPBACK, spawn, wait_until
 
 REDIS_DIR = "redis"
 # Snapshot points (seconds, changes): Redis also snapshots when it is stopped, so the online
-# store comes back with the next `streamml up`.
-SNAPSHOTS = "3600 1 300 100 60 10000"
+# store comes back with the next `streamml up`. Each point is its own `--save S C`: Redis 6
+# reads `--save "3600 1 ..."` (one argument) as no save point at all, and never snapshotted.
+SNAPSHOTS = ((3600, 1), (300, 100), (60, 10_000))
 
 
 def redis_binary() -> str:
@@ -43,8 +44,7 @@ def start_redis(
         LOOPBACK,
         "--port",
         str(port),
-        "--save",
-        SNAPSHOTS,
+        *(arg for seconds, changes in SNAPSHOTS for arg in ("--save", str(seconds), str(changes))),
         "--appendonly",
         "no",
         "--dir",
