@@ -107,6 +107,13 @@ class Arrivals:
                 return False
             time.sleep(0.02)
 
+    def latencies_since(self, step: int, start: int) -> tuple[list[float], int]:
+        """The latencies of the step's first arrivals from index ``start`` on, and where the
+        next call starts (a long run reads them in slices, not whole)."""
+        with self._lock:
+            latencies = self._steps[step].latencies_ms
+            return latencies[start:], len(latencies)
+
     def snapshot(self, step: int) -> StepArrivals:
         with self._lock:
             arrivals = self._steps[step]

@@ -29,6 +29,18 @@ def usage(pid: int) -> Usage:
     return Usage(cpu, peak_kib / 1024)
 
 
+def resident_mib(pid: int) -> float:
+    """The process's resident memory now (VmRSS), in MiB; 0 when it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def exited(pid: int) -> bool:
     """Whether a process has ended (gone, or a zombie its parent has not reaped yet)."""
     try:

@@ -90,6 +90,17 @@ def register(commands: Any) -> None:
     floor.add_argument("--rounds", type=int, default=2, help="pairs of runs")
     floor.add_argument("--out", type=Path, default=Path(".streamml/bench/floor.json"))
     floor.set_defaults(handler=cmd_floor)
+    soak = targets.add_parser(
+        "soak",
+        help="the pipeline at a steady rate for a long time: each process's RSS and CPU, "
+        "consumer lag and latency percentiles every few seconds (JSON and PNG)",
+    )
+    soak.add_argument("--minutes", type=float, default=60.0)
+    soak.add_argument("--rate", type=float, default=1000.0, help="events/s")
+    soak.add_argument("--sample-seconds", type=float, default=5.0)
+    soak.add_argument("--cards", type=int, default=10_000)
+    soak.add_argument("--out", type=Path, default=Path(".streamml/bench/soak.json"))
+    soak.set_defaults(handler=cmd_soak)
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
@@ -156,6 +167,15 @@ def cmd_floor(args: argparse.Namespace) -> int:
         publisher_linger_ms=args.publisher_linger_ms,
     )
     report(result, args.out)
+    return 0
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    from services.bench import soak
+
+    soak.run_and_report(
+        StackSettings(), args.minutes, args.rate, args.sample_seconds, args.cards, args.out
+    )
     return 0
 
 
