@@ -7,7 +7,9 @@ a *done* marker keeps later copies of any part from joining it again, until the 
 has passed. An entry older than the TTL (in event time: the table's watermark is the latest
 time it has seen) leaves the table: a prediction with no outcome is *unlabelled*, an outcome
 with no prediction *unmatched*, and a prediction and outcome whose vector never came are
-joined without it. Nothing stays forever.
+joined without it. Nothing stays forever, and the table never holds more than its declared
+``max_entries``: past it, the oldest entries leave early, the same way, and are counted as
+*evicted* (a stream whose outcomes lag more than the bound allows).
 
 Every change is also a changelog change (``drain_changes``), written in the same transaction
 as the batch's outputs and offsets, so ``restore`` rebuilds the table as of the last commit.
@@ -79,17 +81,20 @@ class Expired:
     unlabelled: int = 0  # predictions no outcome answered within the TTL
     unmatched: int = 0  # outcomes of no prediction within the TTL
     joined: list[Joined] = field(default_factory=list)  # prediction and outcome, no vector
+    evicted: int = 0  # of the above, entries taken out within the TTL: the table was full
 
     def __iadd__(self, other: Expired) -> Expired:
         self.unlabelled += other.unlabelled
         self.unmatched += other.unmatched
+        self.evicted += other.evicted
         self.joined += other.joined
         return self
 
 
 class JoinTable:
-    def __init__(self, ttl_ms: int) -> None:
+    def __init__(self, ttl_ms: int, max_entries: int = 1_000_000) -> None:
         self._ttl_ms = ttl_ms
+        self._max_entries = max_entries
         self._entries: dict[str, _Entry] = {}
         self._by_time: list[tuple[int, str]] = []  # (time, event id), stale items skipped
         self._changes: list[Change] = []
@@ -123,27 +128,35 @@ class JoinTable:
         return joined
 
     def expire(self) -> Expired:
-        """Takes out every entry older than the watermark minus the TTL."""
+        """Takes out every entry older than the watermark minus the TTL, then the oldest
+        while more than ``max_entries`` are held."""
         expired = Expired()
         horizon = self.watermark_ms - self._ttl_ms
-        while self._by_time and self._by_time[0][0] < horizon:
-            _, event_id = heapq.heappop(self._by_time)
+        while self._by_time and (
+            self._by_time[0][0] < horizon or len(self._entries) > self._max_entries
+        ):
+            at, event_id = heapq.heappop(self._by_time)
             entry = self._entries.get(event_id)
-            if entry is None or entry.time_ms >= horizon:
+            if entry is None or entry.time_ms != at:
                 continue  # already gone, or pushed again with a later time
-            del self._entries[event_id]
-            kinds = set(entry.parts) | ({Kind.DONE} if entry.done_at_ms is not None else set())
-            self._changes += [Change(event_id, kind, None) for kind in sorted(kinds)]
-            if entry.done_at_ms is not None:
-                continue
-            prediction, outcome = entry.parts.get(Kind.PREDICTION), entry.parts.get(Kind.OUTCOME)
-            if prediction is not None and outcome is not None:
-                expired.joined.append(Joined(prediction, outcome, None))
-            elif prediction is not None:
-                expired.unlabelled += 1
-            elif outcome is not None:
-                expired.unmatched += 1
+            if at >= horizon:
+                expired.evicted += 1
+            self._take_out(event_id, entry, expired)
         return expired
+
+    def _take_out(self, event_id: str, entry: _Entry, expired: Expired) -> None:
+        del self._entries[event_id]
+        kinds = set(entry.parts) | ({Kind.DONE} if entry.done_at_ms is not None else set())
+        self._changes += [Change(event_id, kind, None) for kind in sorted(kinds)]
+        if entry.done_at_ms is not None:
+            return
+        prediction, outcome = entry.parts.get(Kind.PREDICTION), entry.parts.get(Kind.OUTCOME)
+        if prediction is not None and outcome is not None:
+            expired.joined.append(Joined(prediction, outcome, None))
+        elif prediction is not None:
+            expired.unlabelled += 1
+        elif outcome is not None:
+            expired.unmatched += 1
 
     def take_duplicates(self) -> int:
         """Duplicates counted since the last call."""

@@ -16,6 +16,7 @@ class MonitorMetrics:
     joined: Counter
     unlabelled: Counter
     unmatched: Counter
+    evicted: Counter
     duplicates: Counter
     pending: Gauge
     recoveries: Counter
@@ -75,6 +76,11 @@ class MonitorMetrics:
             ),
             unmatched=per_domain.counter(
                 names.MONITOR_UNMATCHED, "Outcomes of no prediction within the TTL"
+            ),
+            evicted=per_domain.counter(
+                names.MONITOR_EVICTED,
+                "Events taken out of the join before their TTL because a partition held "
+                "join_max_entries (counted in unlabelled/unmatched too)",
             ),
             duplicates=per_domain.counter(
                 names.MONITOR_DUPLICATES, "Parts seen again for an event (not joined twice)"

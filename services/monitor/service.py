@@ -196,6 +196,7 @@ class Monitor(StoppableLoop):
         name = self._domain.name
         self._metrics.unlabelled.labels(name).inc(expired.unlabelled)
         self._metrics.unmatched.labels(name).inc(expired.unmatched)
+        self._metrics.evicted.labels(name).inc(expired.evicted)
         for joined in expired.joined:
             self._publish(joined)
 
@@ -245,7 +246,9 @@ class Monitor(StoppableLoop):
             self._settings.monitor_restore_timeout_s,
         )
         for (_, number), records in logs.items():
-            table = self._tables[number] = JoinTable(self._ttl_ms)
+            table = self._tables[number] = JoinTable(
+                self._ttl_ms, self._domain.monitoring.join_max_entries
+            )
             table.restore(self._change_of(k, v) for k, v in records)
             log.info("join state [%d]: %d entries restored", number, len(table))
         if numbers:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from services.monitor.join import Change, Joined, JoinTable, Kind, Part
+from services.monitor.join import Change, Expired, Joined, JoinTable, Kind, Part
 
 HOUR_MS = 3_600_000
 TTL_MS = 24 * HOUR_MS
@@ -98,3 +98,36 @@ def _summary(joined: Joined | None) -> tuple[str, bool] | None:
 def _expired(table: JoinTable) -> tuple[int, int, list[str]]:
     e = table.expire()
     return e.unlabelled, e.unmatched, sorted(j.prediction.event_id for j in e.joined)
+
+
+def test_past_its_bound_the_table_lets_the_oldest_go_and_counts_them() -> None:
+    """Outcomes that never come (or lag far behind): the table stays at its bound; what leaves
+    early is accounted for exactly as at the TTL, and the changelog tombstones it."""
+    bound = 100
+    table = JoinTable(TTL_MS, max_entries=bound)
+    expired = Expired()
+    for i in range(1_000):  # ten times the bound, all well within the TTL
+        table.add(part(f"p{i}", Kind.PREDICTION, 1_000 + i))
+        table.add(part(f"p{i}", Kind.FEATURES, 1_000 + i))
+        expired += table.expire()
+        assert len(table) <= bound
+    assert (expired.unlabelled, expired.evicted) == (900, 900)
+    assert table.add(part("p999", Kind.OUTCOME, 5_000)) is not None  # the newest still join
+    assert table.add(part("p0", Kind.OUTCOME, 5_000)) is None  # the oldest left
+    restored = JoinTable(TTL_MS, max_entries=bound)
+    restored.restore(table.drain_changes())
+    assert len(restored) == len(table) == bound + 1  # the orphan outcome, until the next expire
+    restored.expire()
+    assert len(restored) == bound
+
+
+def test_a_bound_reached_by_joined_events_evicts_done_markers_as_evicted_only() -> None:
+    table = JoinTable(TTL_MS, max_entries=10)
+    expired = Expired()
+    for i in range(50):
+        for p in parts_of(f"j{i}", 1_000 + i):
+            table.add(p)
+        expired += table.expire()
+    assert len(table) == 10
+    assert (expired.unlabelled, expired.unmatched, expired.joined) == (0, 0, [])
+    assert expired.evicted == 40
