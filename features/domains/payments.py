@@ -35,7 +35,7 @@ DOMAIN = Domain(
         Feature("amount_sum_1h", "card", Aggregation.SUM, HOUR, "amount"),
         Feature("amount_mean_24h", "card", Aggregation.MEAN, DAY, "amount"),
         Feature("amount_max_24h", "card", Aggregation.MAX, DAY, "amount"),
-        Feature("seconds_since_last_txn", "card", Aggregation.SECONDS_SINCE_LAST, missing=86_400.0),
+        Feature("seconds_since_last_txn", "card", Aggregation.SECONDS_SINCE_LAST, fill=86_400.0),
         Feature("merchant_txn_count_1h", "merchant", Aggregation.COUNT, HOUR, in_vector=False),
     ),
     passthrough=("amount",),

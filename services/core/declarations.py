@@ -48,7 +48,10 @@ class Feature:
     window: timedelta | None = None
     source_field: str | None = None
     in_vector: bool = True
-    missing: float = 0.0  # the model input when the value is null (e.g. a card's first event)
+    # The value when the entity had no event in the window: a card's first event, a merchant
+    # never seen before, one whose online row is older than the window. 0 suits counts and
+    # sums; declare it for the others (seconds since the last event: a long gap).
+    fill: float = 0.0
 
     @property
     def window_ms(self) -> int | None:
@@ -197,6 +200,9 @@ class Monitoring:
     # prediction) before it counts as unlabelled (unmatched): long enough for the slowest
     # truth to arrive, short enough that the join's state stays bounded.
     join_ttl: timedelta = timedelta(hours=24)
+    # The most events each partition of the join holds at once (about 1 KiB each); past it the
+    # oldest leave early, as if their TTL had passed, and are counted as evicted.
+    join_max_entries: int = 1_000_000
     # Quality is also measured per band of these vector fields (payments: amount bands).
     segments: tuple[Segment, ...] = ()
     # The sliding window of quality figures: the latest this many pairs of each version.
@@ -210,6 +216,8 @@ class Monitoring:
             raise ValueError("quality_window_pairs must be at least 1")
         if self.join_ttl <= timedelta(0):
             raise ValueError(f"join_ttl must be positive, not {self.join_ttl}")
+        if self.join_max_entries < 1:
+            raise ValueError(f"join_max_entries must be at least 1, not {self.join_max_entries}")
 
 
 @dataclass(frozen=True)
@@ -336,13 +344,13 @@ class Domain:
         )
 
     def input_row(self, vector: Mapping[str, Any], names: tuple[str, ...]) -> list[float]:
-        """A vector's model inputs in ``names`` order; nulls become the feature's ``missing``."""
+        """A vector's model inputs in ``names`` order; nulls become the feature's ``fill``."""
         fills = self._fills
         return [float(fills.get(n, 0.0) if vector[n] is None else vector[n]) for n in names]
 
     @cached_property
     def _fills(self) -> dict[str, float]:
-        return {f.name: f.missing for f in self.features}
+        return {f.name: f.fill for f in self.features}
 
     @property
     def feature_ttl(self) -> timedelta:

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import redis
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from google.protobuf.timestamp_pb2 import Timestamp as TimestampProto
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from services.core.declarations import Domain
 from services.core.flatavro import varint
@@ -115,6 +118,19 @@ def double_value(value: float) -> bytes:
 def layout_for(store: Any) -> RedisLayout:
     """The layout of an open Feast FeatureStore's project."""
     return RedisLayout(store.config.project, store.config.entity_key_serialization_version)
+
+
+def redis_client(url: str, timeout_s: float) -> redis.Redis:
+    """A client that fails at once when Redis does not answer: no retries of its own (redis-py's
+    default retries with backoff held a caller for up to 8 s per call), a bounded connect and
+    read. The caller decides what an unanswered call means (the featurizer waits and tries
+    again; the scorer serves the heuristic)."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def decode_value(data: bytes | None) -> float | int | None:

@@ -21,6 +21,7 @@ class FeaturizerMetrics:
     lag_seconds: Histogram
     write_rows: Histogram
     write_seconds: Histogram
+    write_retries: Counter
     batch_size: Histogram
     commit_seconds: Histogram
     recoveries: Counter
@@ -73,6 +74,11 @@ class FeaturizerMetrics:
                 names.FEATURIZER_ONLINE_WRITE_SECONDS,
                 "Online-store write time",
                 buckets=names.LATENCY_BUCKETS,
+            ),
+            write_retries=make.counter(
+                names.FEATURIZER_ONLINE_WRITE_RETRIES,
+                "Online-store writes tried again after the store did not answer (its batch "
+                "waits, uncommitted, until the store is back)",
             ),
             batch_size=make.histogram(
                 names.FEATURIZER_BATCH_SIZE,

@@ -21,6 +21,8 @@ from services.featurestore.redis_layout import RedisLayout, ViewLayout
 
 PendingRows = dict[str, dict[str, "OnlineRow"]]
 ROWS_PER_CALL = 2000
+# A write that takes longer than this fails and is tried again (the store hangs or is gone).
+WRITE_TIMEOUT_S = 5.0
 
 # KEYS: one per row, in order. ARGV: groups of rows of one feature view, each group
 # ts field, field count n, the n field names, row count m, then per row: its timestamp bytes

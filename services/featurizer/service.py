@@ -2,7 +2,9 @@
 
 Each micro-batch's vectors, dead letters, forwards, window-changelog records and consumed
 offsets are committed in one confluent-kafka transaction; the batch's online rows are written
-to Redis before that commit. So after a crash the state restored from the changelog is the
+to Redis before that transaction begins (a store that does not answer is waited for, up to
+``featurizer_online_retry_s``, with no transaction open: read_committed readers of the topics
+the featurizer writes are never held behind it). So after a crash the state restored from the changelog is the
 state as of the last committed offsets: nothing is counted twice, no vector is lost, and a
 read_committed consumer sees each vector once. A rewritten online row is the same row.
 
@@ -36,9 +38,9 @@ from services.core.kafka import (
 from services.core.lifecycle import StoppableLoop
 from services.core.serde import CodecFactory
 from services.core.transactions import Committed, TransactionalProducer, TransactionFailed
-from services.featurestore.redis_layout import layout_for, view_layouts
+from services.featurestore.redis_layout import layout_for, redis_client, view_layouts
 from services.featurizer.metrics import FeaturizerMetrics
-from services.featurizer.online import OnlineBuffer, OnlineWriter
+from services.featurizer.online import WRITE_TIMEOUT_S, OnlineBuffer, OnlineWriter
 from services.featurizer.routes import Route, build_routes, internal_topics
 from services.featurizer.settings import FeaturizerSettings
 
@@ -58,7 +60,9 @@ class Featurizer(StoppableLoop):
         self._metrics = FeaturizerMetrics.create(registry)
         self._online = OnlineBuffer()
         self._writer = OnlineWriter(
-            redis.Redis.from_url(settings.redis), layout_for(feature_store), view_layouts(domains)
+            redis_client(settings.redis, WRITE_TIMEOUT_S),
+            layout_for(feature_store),
+            view_layouts(domains),
         )
         app_id = settings.featurizer_app_id
         self._consumer = Consumer(consumer_config(settings, app_id))
@@ -73,14 +77,17 @@ class Featurizer(StoppableLoop):
             ),
             self._consumer,
         )
-        self._send = self._producer.send
+        # A batch's records wait here until its online rows are written: no transaction is
+        # open while the store is waited for, so read_committed consumers of the topics it
+        # writes (the scorer) are never held behind it.
+        self._outbox: list[tuple[str, bytes | None, bytes | None, int]] = []
         self._routes: dict[str, Route] = {}
         for domain in domains:
             partitions = partition_count(settings, domain.topics.events)
             created = create_topics(settings, internal_topics(domain, app_id, partitions))
             if created:
                 log.info("created %s", ", ".join(created))
-            routes = build_routes(domain, app_id, codecs, self._metrics, self._send, partitions)
+            routes = build_routes(domain, app_id, codecs, self._metrics, self._queue, partitions)
             for route in routes:
                 self._routes[route.topic] = route
         self._parked: set[tuple[str, int]] = set()
@@ -125,16 +132,21 @@ class Featurizer(StoppableLoop):
         # A batch that does not commit leaves the in-memory state ahead of the changelog: a
         # failed transaction is recovered from (_recover), any other error stops the process,
         # and its restart restores the state as of the last commit.
+        self._outbox.clear()
+        for topic, batch in by_topic.items():
+            self._routes[topic].handle(batch, self._online)
+        for topic, route in self._routes.items():
+            table = route.table
+            marks = {p: o for (t, p), o in offsets.items() if t == topic}
+            for record in table.drain(marks):
+                self._queue(table.topic, record.key, record.value, record.partition)
+        self._write_online()
         with self._producer.batch(TopicPartition(t, p, o) for (t, p), o in offsets.items()):
-            for topic, batch in by_topic.items():
-                self._routes[topic].handle(batch, self._online)
-            for topic, route in self._routes.items():
-                table = route.table
-                marks = {p: o for (t, p), o in offsets.items() if t == topic}
-                for record in table.drain(marks):
-                    self._send(table.topic, record.key, record.value, record.partition)
-            self._write_online()
+            send = self._producer.send
+            for topic, key, value, partition in self._outbox:
+                send(topic, key, value, partition)
             committing = time.perf_counter()
+        self._outbox.clear()
         done = time.perf_counter()
         self._metrics.commit_seconds.observe(done - committing)
         self._metrics.batch_size.observe(len(messages))
@@ -142,20 +154,41 @@ class Featurizer(StoppableLoop):
         for topic in by_topic:
             self._routes[topic].observe_time(per_event)
 
+    def _queue(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int = -1
+    ) -> None:
+        self._outbox.append((topic, key, value, partition))
+
     def _write_online(self) -> None:
+        """Writes the batch's online rows before its transaction commits. A store that does not
+        answer is tried again, with backoff, for up to ``featurizer_online_retry_s``: the batch
+        stays uncommitted meanwhile, so nothing is lost and nothing runs ahead of the store."""
         pending = self._online.take()
         if not pending:
             return
         started = time.perf_counter()
-        try:
-            rows = self._writer.write(pending)
-        except redis.RedisError as exc:
-            raise StackError(
-                f"writing {sum(len(r) for r in pending.values())} rows to the online store "
-                f"failed: {exc}. The batch is aborted; a restart processes it again from the "
-                "last committed offsets"
-            ) from exc
-        self._metrics.write_seconds.observe(time.perf_counter() - started)
+        deadline = time.monotonic() + self._settings.featurizer_online_retry_s
+        pause_s = 0.05
+        while True:
+            try:
+                rows = self._writer.write(pending)
+                break
+            except redis.RedisError as exc:
+                if time.monotonic() + pause_s > deadline or not self._running:
+                    raise StackError(
+                        f"writing {sum(len(r) for r in pending.values())} rows to the online "
+                        f"store failed: {exc}. The batch is aborted; a restart processes it "
+                        "again from the last committed offsets"
+                    ) from exc
+                if pause_s == 0.05:
+                    log.warning("the online store did not answer (%s); trying again", exc)
+                self._metrics.write_retries.inc()
+                time.sleep(pause_s)
+                pause_s = min(pause_s * 2, 1.0)
+        waited_s = time.perf_counter() - started
+        if pause_s > 0.05:
+            log.warning("the online store answered again; the batch waited %.1f s", waited_s)
+        self._metrics.write_seconds.observe(waited_s)
         self._metrics.write_rows.observe(rows)
 
     def _recover(self, failure: TransactionFailed) -> None:

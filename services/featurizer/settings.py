@@ -33,6 +33,14 @@ class FeaturizerSettings(StackSettings):
     featurizer_restore_timeout_s: float = Field(
         default=120.0, gt=0, description="Longest a changelog restore may take before failing"
     )
+    featurizer_online_retry_s: float = Field(
+        default=45.0,
+        ge=0,
+        description="How long a micro-batch waits for an online store that does not answer, "
+        "trying its write again, before the featurizer gives up (its transaction aborted, "
+        "nothing committed) and stops with the error. Below the producer's 60 s transaction "
+        "timeout, so a batch that waited still commits",
+    )
     featurizer_linger_ms: int = Field(
         default=20,
         ge=0,

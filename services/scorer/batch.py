@@ -24,7 +24,12 @@ from services.core.labelled import ONLINE_FEATURES_FIELD
 from services.core.serde import Codec, Record
 from services.models.runtimes import Matrix, Scores
 from services.scorer.dedup import RecentIds
-from services.scorer.online import MISSING_FEATURE, OnlineFeatureReader
+from services.scorer.online import (
+    MISSING_FEATURE,
+    ONLINE_STORE,
+    OnlineFeatureReader,
+    OnlineStoreUnavailable,
+)
 from services.scorer.serving import Lineup, Serving, heuristic_serving
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,9 @@ NO_MODEL = "no_model"
 MODEL_ERROR = "model_error"
 MODEL_TIMEOUT = "model_timeout"
 NON_FINITE_SCORE = "non_finite_score"
+# After the online store failed, batches are scored without it for this long before it is
+# asked again: a store that hangs costs at most one read timeout per interval.
+STORE_RETRY_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +106,22 @@ class VectorScorer:
         threshold: float,
         online: OnlineFeatureReader | None,
         caller: ModelCaller,
+        *,
+        scores_when_store_down: bool = False,
+        store_retry_s: float = STORE_RETRY_S,
     ) -> None:
+        """``scores_when_store_down``: an unreadable online store sends the vectors that need
+        it to the heuristic (cause ``online_store``; the stream never stops) instead of raising
+        ``OnlineStoreUnavailable`` (an HTTP caller is told, and may retry)."""
         self._domain = domain
         self._threshold = threshold
         self._online = online
         self._caller = caller
         self._fallback = heuristic_serving(domain)
+        self._scores_when_store_down = scores_when_store_down
+        self._store_down_since: float | None = None
+        self._store_next_try = 0.0
+        self._store_retry_s = store_retry_s
         self._online_names = frozenset(online.feature_names) if online else frozenset()
         self._online_casts: dict[str, Callable[[Any], float | int]] = {
             f.name: int if f.is_integer else float
@@ -117,9 +135,7 @@ class VectorScorer:
         if not keyed:
             return result
         vectors = [v for _, v in keyed]
-        problems: list[str | None] = (
-            self._online.enrich(vectors) if self._online else [None] * len(vectors)
-        )
+        problems: list[str | None] = [self._enrich(vectors)] * len(vectors)
         used: list[Serving] = [self._fallback] * len(keyed)
         scores: list[float] = [0.0] * len(keyed)
         groups, fallback_rows = self._assign(keyed, problems, lineup, result)
@@ -167,6 +183,29 @@ class VectorScorer:
             else:
                 groups.setdefault(id(serving), (serving, []))[1].append(i)
         return groups, fallback_rows
+
+    def _enrich(self, vectors: list[Record]) -> str | None:
+        """Adds the online features; ``online_store`` when they could not be read."""
+        if self._online is None:
+            return None
+        now = time.monotonic()
+        if self._store_down_since is not None and now < self._store_next_try:
+            return ONLINE_STORE  # a store that just failed is not asked again at once
+        try:
+            self._online.enrich(vectors)
+        except OnlineStoreUnavailable as exc:
+            if not self._scores_when_store_down:
+                raise
+            self._store_next_try = now + self._store_retry_s
+            if self._store_down_since is None:
+                self._store_down_since = now
+                log.error("%s; the heuristic scores until it answers again", exc)
+            return ONLINE_STORE
+        if self._store_down_since is not None:
+            down_s = time.monotonic() - self._store_down_since
+            log.warning("the online store answers again after %.1f s", down_s)
+            self._store_down_since = None
+        return None
 
     def _needs_online(self, serving: Serving) -> bool:
         return not self._online_names.isdisjoint(serving.runtime.feature_names)

@@ -58,7 +58,13 @@ class Scorer(StoppableLoop):
         # The stream and outside callers (HTTP) score the same way, each on its own model
         # thread: a slow HTTP call never holds a stream batch up, nor the other way round.
         self._callers = [ModelCaller(settings.scorer_model_timeout_ms) for _ in range(2)]
-        stream = VectorScorer(domain, settings.scorer_threshold, online, self._callers[0])
+        stream = VectorScorer(
+            domain,
+            settings.scorer_threshold,
+            online,
+            self._callers[0],
+            scores_when_store_down=True,
+        )
         self.vectors = VectorScorer(domain, settings.scorer_threshold, online, self._callers[1])
         self._batch = BatchScorer(
             domain,

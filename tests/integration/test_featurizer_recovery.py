@@ -349,10 +349,11 @@ def metric(port: int, prefix: str, wait_s: float = 0.0) -> float:
     return sum(float(x.split()[-1]) for x in body.splitlines() if x.startswith(prefix))
 
 
-def test_an_online_store_outage_stops_the_featurizer_and_loses_nothing(
+def test_an_online_store_that_stays_away_stops_the_featurizer_and_loses_nothing(
     stack: StackSettings, logs_dir: Path
 ) -> None:
-    """A batch whose online rows cannot be written is aborted whole; a restart redoes it."""
+    """A batch whose online rows cannot be written, after its retries, is aborted whole; a
+    restart redoes it. (A store that comes back in time: test_faults.py.)"""
     codecs = CodecFactory(SchemaStore.from_dir(stack.schemas_dir))
     events_codec = codecs.for_topic("payments.transactions")
     vectors_codec = codecs.for_topic("payments.features")
@@ -376,7 +377,14 @@ def test_an_online_store_outage_stops_the_featurizer_and_loses_nothing(
         [(str(e["card_id"]).encode(), events_codec.encode(e)) for e in events],
     )
     group = {"STREAMML_FEATURIZER_APP_ID": f"streamml-featurizer-outage-{prefix}"}
-    down = service_env(stack, {**group, "STREAMML_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    down = service_env(
+        stack,
+        {
+            **group,
+            "STREAMML_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "STREAMML_FEATURIZER_ONLINE_RETRY_S": "2",
+        },
+    )
     failing = ServiceProcess("featurizer", down, logs_dir / "featurizer-redis-down.log")
     assert failing.process.wait(timeout=120) == 2, "the featurizer kept running without Redis"
     assert "online store failed" in (logs_dir / "featurizer-redis-down.log").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from typing import Any
 
@@ -13,10 +14,12 @@ from services.core.settings import StackSettings
 from services.featurestore.redis_layout import layout_for, view_layouts
 from services.featurestore.store import open_store
 from services.featurizer.online import OnlineBuffer, OnlineRow, OnlineWriter
+from services.scorer.online import OnlineFeatureReader, OnlineStoreUnavailable
 
 pytestmark = pytest.mark.integration
 
 VIEW = "payments_card_features"
+ONLINE = "merchant_txn_count_1h"
 T0 = 1_767_225_600_000
 
 
@@ -108,3 +111,37 @@ def test_a_batch_keeps_only_each_entitys_newest_row(
     assert len(buffer) == len(cards)
     assert writer.write(buffer.take()) == len(cards)
     assert [online(stack, c)["txn_count_24h"] for c in cards[:3]] == [100, 101, 102]
+
+
+def test_the_scorer_reads_the_declared_fill_for_an_entity_without_an_event_in_the_window(
+    stack: StackSettings,
+) -> None:
+    """A merchant never seen, or whose row is older than the 1 h window, counts 0 (its fill);
+    a row within the window is read as written."""
+    domain = load_domain(stack.features_dir, "payments")
+    client = redis.Redis.from_url(stack.redis)
+    merchants = OnlineWriter(client, layout_for(open_store(stack)), view_layouts([domain]))
+    buffer = OnlineBuffer()
+    prefix = uuid.uuid4().hex[:8]
+    hour_ms = 3_600_000
+    recent, idle = f"fill-recent-{prefix}", f"fill-idle-{prefix}"
+    buffer.add("payments_merchant_features", OnlineRow(recent, T0 - hour_ms + 1, {ONLINE: 5}))
+    buffer.add("payments_merchant_features", OnlineRow(idle, T0 - hour_ms, {ONLINE: 7}))
+    merchants.write(buffer.take())
+    reader = OnlineFeatureReader(client, layout_for(open_store(stack)), domain)
+    vectors: list[dict[str, Any]] = [
+        {"merchant_id": m, "event_time": T0} for m in (recent, idle, f"fill-never-{prefix}")
+    ]
+    reader.enrich(vectors)
+    assert [v[ONLINE] for v in vectors] == [5, 0, 0]
+
+
+def test_an_unreachable_store_is_an_error_the_scorer_can_name(stack: StackSettings) -> None:
+    domain = load_domain(stack.features_dir, "payments")
+    with socket.socket() as holder:  # a port nobody answers on
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+    client = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=1)
+    reader = OnlineFeatureReader(client, layout_for(open_store(stack)), domain)
+    with pytest.raises(OnlineStoreUnavailable, match="could not be read"):
+        reader.enrich([{"merchant_id": "m", "event_time": T0}])

@@ -133,7 +133,7 @@ class Lab:
         model = OnnxModel(artifact, names, threads=1)
         rows = [
             self.domain.input_row(
-                {**v, "merchant_txn_count_1h": self.merchant_counts[str(v["merchant_id"])]},
+                {**v, "merchant_txn_count_1h": self.merchant_counts.get(str(v["merchant_id"]), 0)},
                 names,
             )
             for v in vectors
@@ -248,22 +248,27 @@ def test_a_corrupt_artifact_is_refused_and_the_champion_keeps_serving(lab: Lab) 
     promote(lab.stack, lab.codecs, lab.domain.model_name, champion)  # the registry agrees again
 
 
-def test_missing_or_stale_merchant_rows_fall_back_to_the_heuristic(lab: Lab) -> None:
-    stale = f"lineup-stale-{lab.prefix}"
+def test_unknown_and_idle_merchants_are_scored_by_the_model_with_the_declared_fill(
+    lab: Lab,
+) -> None:
+    """A merchant without a row, or whose row is older than the feature's window, had no event
+    in it: the count is its declared fill (0) and the model scores the event."""
+    idle, stale = f"lineup-idle-{lab.prefix}", f"lineup-stale-{lab.prefix}"
     ttl_ms = int(lab.domain.feature_ttl.total_seconds() * 1000)
+    lab.write_merchants({idle: 4}, lab.now - 2 * HOUR_MS)  # within the TTL, past the 1 h window
     lab.write_merchants({stale: 4}, lab.now - ttl_ms - HOUR_MS)
     unknown = lab.vectors(20, cards=100, merchant=f"lineup-unknown-{lab.prefix}")
-    too_old = lab.vectors(20, cards=100, merchant=stale)
-    lab.send(unknown + too_old)
+    quiet = lab.vectors(20, cards=100, merchant=idle) + lab.vectors(20, cards=100, merchant=stale)
+    lab.send(unknown + quiet)
     reader = TopicReader(lab.stack, lab.domain.topics.predictions)
-    got = predictions_of(reader, unknown + too_old)
+    got = predictions_of(reader, unknown + quiet)
     reader.close()
-    heuristic = lab.domain.heuristic
-    for vector in unknown + too_old:
+    for vector in unknown + quiet:
         (prediction,) = got[str(vector["event_id"])]
-        assert prediction["served_by"] == "fallback"
-        assert prediction["model_version"] == "heuristic"
-        assert prediction["score"] == pytest.approx(heuristic.score(vector))
+        assert prediction["served_by"] != "fallback", prediction
+        assert prediction["online_features"] == {"merchant_txn_count_1h": 0}
+        (want,) = lab.expected(prediction["model_version"], [vector])
+        assert prediction["score"] == pytest.approx(want)
 
 
 def test_a_promotion_mid_stream_loses_no_event_and_scores_none_twice(lab: Lab) -> None:

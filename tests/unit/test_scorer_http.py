@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import redis
 from prometheus_client import CollectorRegistry
 
 from services.core.declarations import Domain
@@ -21,7 +20,7 @@ from services.core.errors import StackError
 from services.scorer.batch import ModelCaller, VectorScorer
 from services.scorer.http.api import ScoringApi
 from services.scorer.http.server import ScoringHttpServer
-from services.scorer.online import MISSING_FEATURE
+from services.scorer.online import OnlineStoreUnavailable
 from services.scorer.serving import Lineup, Serving, canary_bucket, heuristic_serving
 from services.scorer.vectors import InvalidVectorError, Kind, VectorSpec
 
@@ -69,7 +68,8 @@ class FakeService:
 
 
 class FakeOnline:
-    """Adds the merchant count for known merchants; others are missing (as in Redis)."""
+    """Adds the merchant count for known merchants, the declared fill (0) for others (as the
+    reader of Redis does); ``fail``: the store cannot be read."""
 
     feature_names = (ONLINE,)
 
@@ -78,19 +78,13 @@ class FakeOnline:
         self.fail = fail
         self.asked: list[str] = []
 
-    def enrich(self, vectors: list[dict[str, Any]]) -> list[str | None]:
+    def enrich(self, vectors: list[dict[str, Any]]) -> None:
         if self.fail:
-            raise redis.ConnectionError("connection refused")
-        problems: list[str | None] = []
+            raise OnlineStoreUnavailable("the online store could not be read: connection refused")
         for v in vectors:
-            if ONLINE in v:
-                problems.append(None)
-                continue
-            self.asked.append(v["merchant_id"])
-            count = self.counts.get(v["merchant_id"])
-            v[ONLINE] = count
-            problems.append(None if count is not None else MISSING_FEATURE)
-        return problems
+            if ONLINE not in v:
+                self.asked.append(v["merchant_id"])
+                v[ONLINE] = self.counts.get(v["merchant_id"], 0)
 
 
 @pytest.fixture
@@ -262,7 +256,7 @@ def test_several_vectors_are_answered_in_order_and_routed_by_key(
     assert {p["served_by"] for p in predictions} == {"champion", "canary"}
 
 
-def test_online_features_given_are_used_and_missing_rows_fall_back(
+def test_online_features_given_are_used_and_an_unknown_merchant_is_scored_by_the_model(
     payments: Domain, spec: VectorSpec
 ) -> None:
     online = FakeOnline({"m-1": 5})
@@ -272,14 +266,15 @@ def test_online_features_given_are_used_and_missing_rows_fall_back(
     status, body = post(api, {"vectors": [given, unknown]})
     assert status == 200
     first, second = body["predictions"]
-    assert first["served_by"] == "champion"
-    assert (second["served_by"], second["model_version"]) == ("fallback", "heuristic")
-    assert second["score"] == pytest.approx(payments.heuristic.score(unknown))
+    assert (first["served_by"], second["served_by"]) == ("champion", "champion")
+    model = LinearRuntime(payments.model_inputs, 1.0)
+    for sent, answer, count in ((given, first, 9), (unknown, second, 0)):
+        row = np.array([payments.input_row({**sent, ONLINE: count}, payments.model_inputs)])
+        assert answer["score"] == pytest.approx(float(model.predict(row.astype(np.float32))[0]))
     assert online.asked == ["m-unknown"]  # only the vector without the value was looked up
-    fallbacks = registry.get_sample_value(
-        "streamml_scorer_http_fallbacks_total", {"domain": "payments", "cause": MISSING_FEATURE}
-    )
-    assert fallbacks == 1.0
+    assert registry.get_sample_value(
+        "streamml_scorer_http_fallbacks_total", {"domain": "payments", "cause": "online_store"}
+    ) in (None, 0.0)
 
 
 def test_the_shadow_does_not_score_http_requests(payments: Domain, spec: VectorSpec) -> None:

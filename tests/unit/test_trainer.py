@@ -57,7 +57,7 @@ def _brute_force(domain: Domain, events: tuple[LabelledTransaction, ...], row: i
         history = [e.record for e in events[: row + 1] if e.record[key] == event[key]]
         if feature.aggregation is Aggregation.SECONDS_SINCE_LAST:
             earlier = [r["event_time"] for r in history[:-1]]
-            values.append((t - max(earlier)) / 1000.0 if earlier else feature.missing)
+            values.append((t - max(earlier)) / 1000.0 if earlier else feature.fill)
             continue
         assert feature.window_ms is not None
         amounts = [r["amount"] for r in history if t - feature.window_ms < r["event_time"] <= t]

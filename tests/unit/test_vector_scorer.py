@@ -20,7 +20,7 @@ from services.scorer.batch import (
     ModelCaller,
     VectorScorer,
 )
-from services.scorer.online import MISSING_FEATURE, STALE_FEATURE
+from services.scorer.online import ONLINE_STORE, OnlineStoreUnavailable
 from services.scorer.serving import Lineup, Serving, canary_bucket, heuristic_serving
 
 DOMAIN = load_domain(default_features_dir(), "payments")
@@ -56,19 +56,20 @@ class Blocking(Constant):
 
 
 class Rows:
-    """An online reader double: sets the merchant feature, reports a problem per merchant."""
+    """An online reader double: sets the merchant feature; while ``down``, cannot be read."""
 
     feature_names = ("merchant_txn_count_1h",)
 
-    def __init__(self, problems: dict[str, str]) -> None:
-        self._problems = problems
+    def __init__(self) -> None:
+        self.down = False
+        self.asked = 0
 
-    def enrich(self, vectors: Sequence[dict[str, Any]]) -> list[str | None]:
-        out: list[str | None] = []
+    def enrich(self, vectors: Sequence[dict[str, Any]]) -> None:
+        self.asked += 1
+        if self.down:
+            raise OnlineStoreUnavailable("the online store could not be read: refused")
         for vector in vectors:
             vector["merchant_txn_count_1h"] = 7
-            out.append(self._problems.get(str(vector["merchant_id"])))
-        return out
 
 
 def serving(runtime: Any, version: str, role: str) -> Serving:
@@ -96,8 +97,21 @@ def keyed(vectors: list[dict[str, Any]]) -> list[tuple[bytes, dict[str, Any]]]:
     return [(str(v["card_id"]).encode(), v) for v in vectors]
 
 
-def scorer(problems: dict[str, str] | None = None, timeout_ms: int = 0) -> VectorScorer:
-    return VectorScorer(DOMAIN, 0.5, Rows(problems or {}), ModelCaller(timeout_ms))  # type: ignore[arg-type]
+def scorer(
+    rows: Rows | None = None,
+    timeout_ms: int = 0,
+    *,
+    stream: bool = True,
+    store_retry_s: float = 0.5,
+) -> VectorScorer:
+    return VectorScorer(
+        DOMAIN,
+        0.5,
+        rows or Rows(),  # type: ignore[arg-type]
+        ModelCaller(timeout_ms),
+        scores_when_store_down=stream,
+        store_retry_s=store_retry_s,
+    )
 
 
 def test_the_canary_takes_its_share_of_keys_and_the_champion_the_rest() -> None:
@@ -127,23 +141,50 @@ def test_a_key_always_takes_the_same_route() -> None:
     assert routes == {p["card_id"]: p["served_by"] for _, p in again.predictions}
 
 
-def test_missing_and_stale_online_rows_go_to_the_heuristic_and_say_why() -> None:
+def test_an_unreadable_online_store_sends_the_stream_to_the_heuristic_until_it_answers() -> None:
+    rows = Rows()
+    run = scorer(rows, store_retry_s=0.0)
     lineup = Lineup(serving(Constant(0.3), "1", "champion"))
-    vectors = [vector(0), vector(1, "m-new"), vector(2, "m-old"), vector(3)]
-    scored = scorer({"m-new": MISSING_FEATURE, "m-old": STALE_FEATURE}).score(
-        keyed(vectors), lineup
-    )
-    served = [p["served_by"] for _, p in scored.predictions]
-    assert served == ["champion", "fallback", "fallback", "champion"]
-    assert scored.fallback_causes == {MISSING_FEATURE: 1, STALE_FEATURE: 1}
+    rows.down = True
+    vectors = [vector(0), vector(1)]
+    scored = run.score(keyed(vectors), lineup)
+    assert [p["served_by"] for _, p in scored.predictions] == ["fallback", "fallback"]
+    assert scored.fallback_causes == {ONLINE_STORE: 2}
     fallback = scored.predictions[1][1]
     assert fallback["model_version"] == "heuristic"
     assert fallback["score"] == pytest.approx(DOMAIN.heuristic.score(vectors[1]))
+    assert fallback["online_features"] is None  # nothing was read; nothing is made up
+    rows.down = False
+    again = run.score(keyed([vector(2)]), lineup)
+    assert again.predictions[0][1]["served_by"] == "champion"
+    assert again.fallback_causes == {}
 
 
-def test_a_model_without_online_inputs_is_not_held_back_by_missing_rows() -> None:
+def test_a_store_that_just_failed_is_not_asked_again_at_once() -> None:
+    rows = Rows()
+    rows.down = True
+    run = scorer(rows, store_retry_s=60.0)
+    lineup = Lineup(serving(Constant(0.3), "1", "champion"))
+    run.score(keyed([vector(0)]), lineup)
+    rows.down = False
+    soon = run.score(keyed([vector(1)]), lineup)
+    assert (soon.fallback_causes, rows.asked) == ({ONLINE_STORE: 1}, 1)
+
+
+def test_an_unreadable_online_store_is_an_error_for_a_caller_that_can_retry() -> None:
+    rows = Rows()
+    rows.down = True
+    with pytest.raises(OnlineStoreUnavailable):
+        scorer(rows, stream=False).score(
+            keyed([vector(0)]), Lineup(serving(Constant(0.3), "1", "champion"))
+        )
+
+
+def test_a_model_without_online_inputs_is_not_held_back_by_the_store() -> None:
     card_only = Constant(0.3, DOMAIN.passthrough + tuple(f.name for f in DOMAIN.vector_features))
-    scored = scorer({"m-new": MISSING_FEATURE}).score(
+    rows = Rows()
+    rows.down = True
+    scored = scorer(rows).score(
         keyed([vector(0, "m-new")]), Lineup(serving(card_only, "1", "champion"))
     )
     assert scored.predictions[0][1]["served_by"] == "champion"

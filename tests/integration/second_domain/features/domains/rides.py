@@ -32,9 +32,7 @@ DOMAIN = Domain(
         Feature("fare_sum_1h", "driver", Aggregation.SUM, HOUR, "fare"),
         Feature("fare_mean_1h", "driver", Aggregation.MEAN, HOUR, "fare"),
         Feature("distance_max_1h", "driver", Aggregation.MAX, HOUR, "distance_km"),
-        Feature(
-            "seconds_since_last_trip", "driver", Aggregation.SECONDS_SINCE_LAST, missing=3_600.0
-        ),
+        Feature("seconds_since_last_trip", "driver", Aggregation.SECONDS_SINCE_LAST, fill=3_600.0),
     ),
     passthrough=("distance_km", "fare"),
     checks=(
