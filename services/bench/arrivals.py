@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer
@@ -32,6 +33,7 @@ class StepArrivals:
     seen: bytearray = field(init=False)
     latencies_ms: list[float] = field(default_factory=list)
     last_arrival_unix_s: float = 0.0
+    served_by: Counter[str] = field(default_factory=Counter)  # first arrivals, by who scored
 
     def __post_init__(self) -> None:
         self.seen = bytearray(self.expected)
@@ -93,6 +95,7 @@ class Arrivals:
         if arrivals.seen[index] == 0:
             arrivals.latencies_ms.append(now * 1000 - int(record["event_time"]))
             arrivals.last_arrival_unix_s = now
+            arrivals.served_by[str(record.get("served_by"))] += 1
         arrivals.seen[index] = min(arrivals.seen[index] + 1, 255)
 
     def wait(self, step: int, timeout_s: float) -> bool:
@@ -121,6 +124,7 @@ class Arrivals:
             copy.seen[:] = arrivals.seen
             copy.latencies_ms = list(arrivals.latencies_ms)
             copy.last_arrival_unix_s = arrivals.last_arrival_unix_s
+            copy.served_by = Counter(arrivals.served_by)
             return copy
 
     def close(self) -> None:

@@ -68,6 +68,7 @@ class SoakResult:
     predicted: int = 0
     missing: int = 0
     duplicated: int = 0
+    served_by: dict[str, int] = field(default_factory=dict)  # predictions by who scored them
     samples: list[Sample] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -132,6 +133,7 @@ def run_soak(
             arrivals.wait(0, DRAIN_S)
             final = arrivals.snapshot(0)
             result.predicted, result.duplicated = final.arrived, final.duplicated
+            result.served_by = dict(final.served_by)
             result.missing = plan.count - final.arrived
         finally:
             arrivals.close()
@@ -218,6 +220,9 @@ def summarise(result: SoakResult) -> dict[str, Any]:
         "lag_at_end": after[-1].lag,
         "p99_ms_median_per_quarter": p99_by_quarter,
         "every_event_predicted_once": result.missing == 0 and result.duplicated == 0,
+        "fallback_share": round(
+            result.served_by.get("fallback", 0) / max(1, sum(result.served_by.values())), 5
+        ),
     }
 
 

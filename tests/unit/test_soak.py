@@ -41,6 +41,9 @@ def test_lag_and_p99_are_summarised_after_the_warm_up() -> None:
     assert summary["lag_peak_after_warm_up"] == {"scorer-group": 20}
     assert summary["p99_ms_median_per_quarter"] == [30.0, 30.0, 60.0, 60.0]
     assert summary["every_event_predicted_once"] is True
+    served = result([100.0] * 22, lags, p99s)
+    served.served_by = {"champion": 1990, "fallback": 10}
+    assert summarise(served)["fallback_share"] == 0.005
 
 
 def test_too_short_a_run_says_so() -> None:
