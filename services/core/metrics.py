@@ -21,6 +21,7 @@ FEATURIZER_DLQ = "featurizer_dlq"  # _total, by reason
 FEATURIZER_DUPLICATES = "featurizer_duplicates"  # _total
 FEATURIZER_RESTORED = "featurizer_restored_entries"  # _total
 FEATURIZER_FORWARDED_AGAIN = "featurizer_forwarded_again"  # _total, by entity
+FEATURIZER_EVICTED = "featurizer_evicted_entities"  # _total, by entity: idle past the retention
 FEATURIZER_PROCESS_SECONDS = "featurizer_process_seconds"
 FEATURIZER_ONLINE_WRITE_ROWS = "featurizer_online_write_rows"
 FEATURIZER_ONLINE_WRITE_SECONDS = "featurizer_online_write_seconds"

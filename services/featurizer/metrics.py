@@ -17,6 +17,7 @@ class FeaturizerMetrics:
     duplicates: Counter
     restored: Counter
     forwarded_again: Counter
+    evicted: Counter
     process_seconds: Histogram
     lag_seconds: Histogram
     write_rows: Histogram
@@ -49,6 +50,12 @@ class FeaturizerMetrics:
             forwarded_again=per_domain.counter(
                 names.FEATURIZER_FORWARDED_AGAIN,
                 "Forwarded events received again after a crash and not counted twice",
+                ["entity"],
+            ),
+            evicted=per_domain.counter(
+                names.FEATURIZER_EVICTED,
+                "Entities whose newest event was older than the retention before their "
+                "partition's newest: their state was dropped",
                 ["entity"],
             ),
             duplicates=per_domain.counter(

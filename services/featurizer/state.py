@@ -18,6 +18,13 @@ mark, and the next batch writes over it (``compensate``) so the log means the sa
 The same layout as faust's changelogged tables (compacted topic, co-partitioned, restored on
 assignment), but each record is one window entry rather than the whole window: a busy
 entity's window costs one small record per event, not a rewrite per batch.
+
+The state is bounded by the domain's declared retention (the longest window plus the allowed
+lateness): an entity's own events older than that are pruned as it gets new ones, and an
+entity whose newest event is older than the retention before its partition's newest (an idle
+card, a merchant gone) is evicted whole, its changelog records tombstoned, at most once a
+minute of event time. Its next event is then its first: counts start at 0, as they would,
+and seconds-since-last takes its declared fill.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ MARK = b"c"
 ENTRY_SUBJECT = "window_entry"
 MARK_SUBJECT = "changelog_mark"
 _KEY_LENGTH_BYTES = 2
+SWEEP_EVERY_MS = 60_000  # of a partition's event time between two sweeps for idle entities
 _pack_doubles: dict[int, struct.Struct] = {}
 
 
@@ -130,6 +138,8 @@ class PartitionWindows:
         # at or below it was sent again after a crash and is counted already.
         self.forwarded: dict[int, int] = {}
         self.uncommitted_keys: set[bytes] = set()  # found by a restore after the committed mark
+        self.newest_ms = 0  # the newest event time among its entities' changes
+        self.swept_ms = 0  # ``newest_ms`` at the last sweep for idle entities
 
     def get(self, key: str) -> EntityWindow | None:
         return self.windows.get(key)
@@ -149,6 +159,8 @@ class WindowTable:
         self._codec = EntryCodec(schemas)
         self._marks = MarkCodec(schemas)
         self._partitions: dict[int, PartitionWindows] = {}
+        self._retention_ms = int(domain.retention.total_seconds() * 1000)
+        self.evicted = 0  # idle entities evicted since the last ``take_evicted``
 
     @property
     def partitions(self) -> tuple[int, ...]:
@@ -196,7 +208,11 @@ class WindowTable:
                 if entry is not None:
                     window.insert(event_id, *entry)  # dicts keep arrival order
                     count += 1
+            if window.max_time is None and window.pruned_latest is None:
+                continue  # evicted: every record of it is a tombstone
             windows.windows[entity_key] = window
+            windows.newest_ms = max(windows.newest_ms, _newest(window))
+        windows.swept_ms = windows.newest_ms
         return Restored(count, len(records) - cut)
 
     def _committed_end(
@@ -225,6 +241,10 @@ class WindowTable:
         forwarded = self.partition(number).forwarded
         return ChangelogRecord(number, MARK, self._marks.encode(next_source_offset, forwarded))
 
+    def take_evicted(self) -> int:
+        taken, self.evicted = self.evicted, 0
+        return taken
+
     def drop(self, number: int) -> None:
         """Forgets a partition this instance no longer owns."""
         self._partitions.pop(number, None)
@@ -240,13 +260,30 @@ class WindowTable:
                 yield from self._compensate(number, windows)
             if windows.changed:
                 yield from self._changes(number, windows)
+            if windows.newest_ms - windows.swept_ms >= SWEEP_EVERY_MS:
+                yield from self._evict_idle(number, windows)
         for number, offset in marks.items():
             yield self._mark(number, offset)
+
+    def _evict_idle(self, number: int, windows: PartitionWindows) -> Iterator[ChangelogRecord]:
+        """Forgets every entity whose newest event is older than the retention before the
+        partition's newest, tombstoning its records so a restore forgets it too."""
+        windows.swept_ms = windows.newest_ms
+        horizon = windows.newest_ms - self._retention_ms
+        idle = [key for key, window in windows.windows.items() if _newest(window) < horizon]
+        for entity_key in idle:
+            window = windows.windows.pop(entity_key)
+            for event_id in window.event_ids:
+                yield ChangelogRecord(number, entry_key(entity_key, event_id), None)
+            if window.pruned_latest is not None:
+                yield ChangelogRecord(number, meta_key(entity_key), None)
+        self.evicted += len(idle)
 
     def _changes(self, number: int, windows: PartitionWindows) -> Iterator[ChangelogRecord]:
         encode = self._codec.encode
         for entity_key in windows.changed:
             window = windows.windows[entity_key]
+            windows.newest_ms = max(windows.newest_ms, _newest(window))
             added, dropped = window.added, window.dropped
             gone = set(dropped) if dropped else ()
             prefix = entry_prefix(entity_key)
@@ -281,6 +318,13 @@ class WindowTable:
                 value = encode(window.times[i], tuple(column[i] for column in window.columns))
             yield ChangelogRecord(number, key, value)
         windows.uncommitted_keys = set()
+
+
+def _newest(window: EntityWindow) -> int:
+    """The entity's newest event time (its window, else the latest it pruned)."""
+    if window.max_time is not None:
+        return window.max_time
+    return window.pruned_latest if window.pruned_latest is not None else 0
 
 
 class Restored(NamedTuple):

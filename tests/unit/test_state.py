@@ -17,6 +17,7 @@ from services.core.schemas import SchemaStore
 from services.core.windows import EntityAggregator, EntityWindow
 from services.featurizer.state import (
     MARK,
+    SWEEP_EVERY_MS,
     EntryCodec,
     WindowTable,
     entry_key,
@@ -117,6 +118,33 @@ def test_an_event_added_and_pruned_in_one_batch_leaves_no_record(
         (meta_key("c"), False),
     ]
     assert list(table.drain()) == []  # drained once
+
+
+def test_idle_entities_are_evicted_past_the_retention_and_a_restore_forgets_them(
+    payments: Domain, schema_store: SchemaStore
+) -> None:
+    """Ever-new cards, one every 10 minutes of event time for three days: the partition keeps
+    only those with an event within the retention of its newest (plus a sweep's minute), and
+    its changelog, read in order (tombstones and all), restores exactly those."""
+    table = WindowTable(payments, payments.key_entity, schema_store, APP)
+    aggregator = EntityAggregator(payments, "card")
+    retention_ms = int(payments.retention.total_seconds() * 1000)
+    step_ms, cards = 10 * 60_000, 3 * 24 * 6
+    log: list[tuple[bytes, bytes | None]] = []
+    windows = table.partition(0)
+    for i in range(cards):
+        window = EntityWindow()
+        aggregator.add(window, f"e{i}", i * step_ms, {"amount": 1.0})
+        windows.put(f"card-{i}", window)
+        log += [(r.key, r.value) for r in table.drain({0: i + 1})]
+        assert len(windows.windows) <= (retention_ms + SWEEP_EVERY_MS) // step_ms + 1
+    newest = (cards - 1) * step_ms
+    recent = {f"card-{i}" for i in range(cards) if i * step_ms >= newest - retention_ms}
+    assert recent <= set(windows.windows)
+    assert table.take_evicted() == cards - len(windows.windows) > cards // 2
+    again = WindowTable(payments, payments.key_entity, schema_store, APP)
+    again.restore(0, log, cards)
+    assert set(again.partition(0).windows) == set(windows.windows)
 
 
 def test_entry_records_are_avro_that_fastavro_reads(schema_store: SchemaStore) -> None:
