@@ -90,6 +90,10 @@ def register(commands: Any) -> None:
     floor.add_argument("--rounds", type=int, default=2, help="pairs of runs")
     floor.add_argument("--out", type=Path, default=Path(".streamml/bench/floor.json"))
     floor.set_defaults(handler=cmd_floor)
+    _register_long_runs(targets)
+
+
+def _register_long_runs(targets: Any) -> None:
     soak = targets.add_parser(
         "soak",
         help="the pipeline at a steady rate for a long time: each process's RSS and CPU, "
@@ -101,6 +105,11 @@ def register(commands: Any) -> None:
     soak.add_argument("--cards", type=int, default=10_000)
     soak.add_argument("--out", type=Path, default=Path(".streamml/bench/soak.json"))
     soak.set_defaults(handler=cmd_soak)
+    fuzz = targets.add_parser("fuzz", help="atheris on the Avro decoding and HTTP JSON edges")
+    fuzz.add_argument("--target", choices=("avro", "http", "all"), default="all")
+    fuzz.add_argument("--seconds", type=int, default=600, help="per target")
+    fuzz.add_argument("--findings", type=Path, default=Path(".streamml/fuzz"))
+    fuzz.set_defaults(handler=cmd_fuzz)
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
@@ -177,6 +186,12 @@ def cmd_soak(args: argparse.Namespace) -> int:
         StackSettings(), args.minutes, args.rate, args.sample_seconds, args.cards, args.out
     )
     return 0
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from services.bench import fuzz
+
+    return fuzz.run_targets(args.target, args.seconds, args.findings)
 
 
 def _setting(item: str, prefix: str) -> tuple[str, str]:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
 from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
 
 from services.core.errors import (
     EncodingError,
@@ -86,6 +87,11 @@ class SingleObjectCodec:
         body.seek(_HEADER_LEN)
         try:
             record = cast(Record, schemaless_reader(body, writer.parsed, self._schema.parsed))
+        except SchemaResolutionError:  # a known schema, but not one this topic's can read
+            raise UnknownSchemaError(
+                f"{self._schema.subject}: written with {writer.subject}'s schema (fingerprint "
+                f"{writer_fp}), which {self._schema.subject}'s current schema cannot read"
+            ) from None
         except _AVRO_DECODE_ERRORS as exc:
             raise MalformedRecordError(
                 f"{self._schema.subject}: body does not decode with its writer schema: {exc}"

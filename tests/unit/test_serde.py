@@ -19,7 +19,7 @@ from services.core.errors import (
 )
 from services.core.paths import default_schemas_dir
 from services.core.schemas import SchemaStore, crc64_fingerprint, without_logical_types
-from services.core.serde import CodecFactory
+from services.core.serde import CodecFactory, SingleObjectCodec
 from services.core.topics import MODEL_EVENTS, MODELS, DomainTopics, schema_subject
 from services.schematools.compat import sample_datums
 
@@ -455,3 +455,15 @@ def test_an_outside_reader_needs_only_fastavro_and_the_avsc(
     event_time = decoded.pop("event_time")  # timestamp-millis: a datetime for this reader
     assert int(event_time.timestamp() * 1000) == record["event_time"]
     assert decoded == {k: v for k, v in record.items() if k != "event_time"}
+
+
+def test_a_record_of_another_topics_schema_is_refused_as_an_unknown_schema() -> None:
+    """Found by fuzzing: a known fingerprint of another subject made fastavro raise its own
+    SchemaResolutionError, which no service caught (tests/fuzz/avro/finding-*)."""
+    store = SchemaStore.from_dir(default_schemas_dir())
+    alerts = SingleObjectCodec(store.current("ml.alerts"), store)
+    outcomes = SingleObjectCodec(store.current("payments.outcomes"), store)
+    record = outcomes.encode({"event_id": "e", "card_id": "c", "is_fraud": True, "observed_at": 0})
+    with pytest.raises(UnknownSchemaError, match=r"payments\.outcomes's schema") as raised:
+        alerts.decode(record)
+    assert raised.value.reason == "unknown_schema"
