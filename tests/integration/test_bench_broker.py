@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from services.bench import broker
 from services.core.settings import StackSettings
+
+pytestmark = pytest.mark.integration
 
 
 def test_every_workload_sends_counted_requests_and_the_catch_up_reads_everything(
