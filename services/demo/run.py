@@ -157,9 +157,9 @@ def _run(count: int, rate: float, settings: StackSettings, services: list[Servic
 
 
 def _warm_up(predictions: Collector) -> bool:
-    """Until the champion serves nearly every event: until each merchant has an online row, the
-    scorer serves the declared heuristic (its fallback)."""
-    step("warming up: until every merchant has an online row, the heuristic serves its payments")
+    """Until the champion serves nearly every event (the services have their partitions and the
+    scorer its model)."""
+    step("warming up: until the champion scores the stream")
     deadline = time.monotonic() + WARMUP_TIMEOUT_S
     while time.monotonic() < deadline:
         time.sleep(1.0)
@@ -277,4 +277,6 @@ def _summary(collector: Collector, event_ids: list[str], missing: set[str]) -> i
         "  served by           "
         + ", ".join(f"version {v} ({s}): {n}" for (v, s), n in sorted(served.items()))
     )
+    fallback = sum(n for (_, s), n in served.items() if s == "fallback")
+    print(f"  from the fallback   {fallback} ({fallback / max(1, len(got)):.2%})")
     return 0 if not missing and not doubled else 1

@@ -17,6 +17,7 @@ from services.core.errors import StackError
 from services.core.settings import StackSettings
 from services.stack import tansu
 from services.stack.kafka.cluster import ClusterRequest, kafka_data_dir, start_cluster
+from services.stack.kafka.config import SASL_LISTENER, SCRAM_MECHANISMS, Scram
 from services.stack.kafka.distribution import JAVA_MIN_MAJOR, find_java, java_major, resolve
 from services.stack.processes import LOOPBACK, port_for
 
@@ -62,14 +63,41 @@ def start_broker(
         heap_mb=settings.kafka_heap_mb,
         jvm_options=tuple(shlex.split(settings.kafka_jvm_options)),
         first_port=port,
+        scram=local_scram(settings.kafka_client_config),
     )
     cluster = start_cluster(request, distribution, detach=detach)
     return StartedBroker(cluster.layout.bootstrap, cluster.processes, cluster.description, False)
 
 
+def local_scram(client: dict[str, str]) -> Scram | None:
+    """The SCRAM user the local Kafka is started with: the one the clients are configured to
+    log in as (``STREAMML_KAFKA_CLIENT_CONFIG``), so one setting secures both ends. None when
+    the clients do not use SASL; an error for what the local cluster cannot offer."""
+    protocol = client.get("security.protocol", "PLAINTEXT").upper()
+    if protocol == "PLAINTEXT":
+        return None
+    mechanism = client.get("sasl.mechanism", "").upper()
+    if protocol != SASL_LISTENER or mechanism not in SCRAM_MECHANISMS:
+        raise StackError(
+            f"the local Kafka offers SASL/SCRAM over {SASL_LISTENER} (mechanism one of "
+            f"{', '.join(SCRAM_MECHANISMS)}), not {protocol} {mechanism or '(no mechanism)'}; "
+            "TLS needs certificates this stack does not make. Point STREAMML_KAFKA_BOOTSTRAP "
+            "at a cluster of yours for anything else"
+        )
+    username, password = client.get("sasl.username"), client.get("sasl.password")
+    if not username or not password:
+        raise StackError("SASL/SCRAM needs sasl.username and sasl.password in the client config")
+    return Scram(mechanism, username, password)
+
+
 def _start_embedded(
     settings: StackSettings, *, detach: bool, port: int | None, brokers: int
 ) -> StartedBroker:
+    if local_scram(settings.kafka_client_config) is not None:
+        raise StackError(
+            "the embedded broker has no SASL; SCRAM needs Apache Kafka (a JDK 17+, "
+            "STREAMML_BROKER=kafka or auto)"
+        )
     if brokers != 1:
         raise StackError(
             "the embedded broker is a single node; --brokers needs Apache Kafka (a JDK 17+, "

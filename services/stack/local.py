@@ -145,6 +145,9 @@ def write_state(settings: StackSettings, state: StackState) -> Path:
         f"{ENV_PREFIX}REDIS_URL={state.redis_url}",
         f"{ENV_PREFIX}EMBEDDED={'true' if state.embedded else 'false'}",
     ]
+    if settings.kafka_client_config:  # the credentials the stack was started with: owner only
+        lines.append(f"{ENV_PREFIX}KAFKA_CLIENT_CONFIG={json.dumps(settings.kafka_client_config)}")
+    settings.stack_env_path.touch(mode=0o600)
     settings.stack_env_path.write_text("\n".join(lines) + "\n")
     return settings.stack_env_path
 

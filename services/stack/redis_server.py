@@ -35,8 +35,9 @@ def redis_binary() -> str:
 
 
 def start_redis(
-    port: int, workdir: Path, log_path: Path, *, detach: bool
+    port: int, workdir: Path, log_path: Path, *, detach: bool, password: str | None = None
 ) -> subprocess.Popen[bytes]:
+    """``password``: clients must AUTH (``redis://:<password>@host:port/0``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [
         redis_binary(),
@@ -52,8 +53,12 @@ def start_redis(
         "--protected-mode",
         "yes",
     ]
+    if password:
+        argv += ["--requirepass", password]
     process = spawn(argv, log_path, detach=detach)
-    wait_until(lambda: redis_answers(f"redis://{LOOPBACK}:{port}/0"), process, "Redis", log_path)
+    auth = f":{password}@" if password else ""
+    url = f"redis://{auth}{LOOPBACK}:{port}/0"
+    wait_until(lambda: redis_answers(url), process, "Redis", log_path)
     return process
 
 

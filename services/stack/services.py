@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,6 +26,8 @@ def service_env(settings: StackSettings, extra: Mapping[str, str] | None = None)
             f"{ENV_PREFIX}FEATURES_DIR": str(settings.features_dir.resolve()),
         }
     )
+    if settings.kafka_client_config:  # SASL and TLS settings, credentials included
+        env[f"{ENV_PREFIX}KAFKA_CLIENT_CONFIG"] = json.dumps(settings.kafka_client_config)
     # Timings chosen for this stack, not its defaults: the children wait as the parent does.
     if settings.fetch_wait_ms is not None:
         env[f"{ENV_PREFIX}FETCH_WAIT_MS"] = str(settings.fetch_wait_ms)

@@ -44,6 +44,7 @@ OWN_SERVERS_MODULES = (
     "test_broker_loss.py",
     "test_faults.py",
     "test_kafka_stack.py",
+    "test_secured.py",
     "test_stack_cli.py",
 )
 

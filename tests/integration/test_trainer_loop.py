@@ -181,9 +181,9 @@ class Stream:
 
 
 def warm_up(loop: Loop) -> Stream:
-    """Starts the stream and waits until the champion scores nearly every event. Until each
-    merchant of the stream has an online row the scorer serves the heuristic (issue 17); a
-    drift before that would change nothing the monitor watches on the champion."""
+    """Starts the stream and waits until the champion scores nearly every event (the services
+    are assigned and serving): a drift before that would change nothing the monitor watches on
+    the champion."""
     codec = loop.codec("loop.predictions")
     reader = TopicReader(loop.settings, "loop.predictions")
     stream = Stream(loop, seed=10, drift=None)

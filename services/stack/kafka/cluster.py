@@ -23,6 +23,7 @@ from services.stack.kafka.config import (
     ClusterLayout,
     KafkaNode,
     NodePorts,
+    Scram,
     jvm_options,
     node_properties,
     render_properties,
@@ -56,6 +57,7 @@ class ClusterRequest:
     heap_mb: int
     jvm_options: tuple[str, ...] = ()
     first_port: int | None = None
+    scram: Scram | None = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def start_cluster(
     """Formats what is new, starts every node, waits until all brokers answer."""
     if not 1 <= request.size <= MAX_NODES:
         raise StackError(f"--brokers must be between 1 and {MAX_NODES}, not {request.size}")
-    layout = ClusterLayout(_nodes(request), request.partitions)
+    layout = ClusterLayout(_nodes(request), request.partitions, request.scram)
     cluster_id = _cluster_id(request.home, request.size)
     log4j = kafka_data_dir(request.home) / "log4j2.properties"
     log4j.write_text(LOG4J2_PROPERTIES)
@@ -184,6 +186,7 @@ def _format(
                     cluster_id,
                     "--config",
                     str(node.properties_path),
+                    *(["--add-scram", layout.scram.storage_argument] if layout.scram else []),
                 ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -205,7 +208,7 @@ def _format(
 def _all_brokers_answer(layout: ClusterLayout) -> bool:
     if not all(accepts_connections(node.ports.broker) for node in layout.nodes):
         return False
-    admin = AdminClient({"bootstrap.servers": layout.bootstrap})
+    admin = AdminClient({"bootstrap.servers": layout.bootstrap, **layout.client_config})
     try:
         metadata = admin.list_topics(timeout=1.0)
     except Exception:  # any client error means: not ready yet

@@ -10,7 +10,7 @@ loss of any one broker loses no acknowledged record and stops no writer.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
@@ -22,6 +22,29 @@ INTERNAL_TOPIC_PARTITIONS = 8
 # after this long without a heartbeat; Kafka's default is 9 s.
 BROKER_SESSION_TIMEOUT_MS = 3_000
 BROKER_HEARTBEAT_MS = 500
+
+
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+SASL_LISTENER = "SASL_PLAINTEXT"
+
+
+@dataclass(frozen=True)
+class Scram:
+    """SASL/SCRAM on the brokers' listener: the one user the clients (and the brokers among
+    themselves) authenticate as. Clients without these credentials are refused."""
+
+    mechanism: str
+    username: str
+    password: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mechanism not in SCRAM_MECHANISMS:
+            raise ValueError(f"SCRAM mechanism {self.mechanism!r}: one of {SCRAM_MECHANISMS}")
+
+    @property
+    def storage_argument(self) -> str:
+        """The credential as ``kafka-storage format --add-scram`` takes it."""
+        return f"{self.mechanism}=[name={self.username},password={self.password}]"
 
 
 @dataclass(frozen=True)
@@ -53,6 +76,19 @@ class KafkaNode:
 class ClusterLayout:
     nodes: tuple[KafkaNode, ...]
     partitions: int
+    scram: Scram | None = None
+
+    @property
+    def client_config(self) -> dict[str, str]:
+        """What a client of this cluster needs besides ``bootstrap.servers``."""
+        if self.scram is None:
+            return {}
+        return {
+            "security.protocol": SASL_LISTENER,
+            "sasl.mechanism": self.scram.mechanism,
+            "sasl.username": self.scram.username,
+            "sasl.password": self.scram.password,
+        }
 
     @property
     def size(self) -> int:
@@ -76,22 +112,35 @@ class ClusterLayout:
 
 
 def node_properties(layout: ClusterLayout, node: KafkaNode) -> dict[str, str]:
-    """What one node runs with: its identity and listeners, and the cluster's shared settings."""
-    broker = f"{BROKER_LISTENER}://{node.bootstrap}"
+    """What one node runs with: its identity and listeners, and the cluster's shared settings.
+    With SCRAM the brokers' listener (clients, and brokers among themselves) takes SASL/SCRAM;
+    the controllers' stays on loopback without it."""
+    scram = layout.scram
+    name = BROKER_LISTENER if scram is None else SASL_LISTENER
+    broker = f"{name}://{node.bootstrap}"
     controller = f"{CONTROLLER_LISTENER}://{LOOPBACK}:{node.ports.controller}"
-    return {
+    properties = {
         "process.roles": "broker,controller",
         "node.id": str(node.node_id),
         "controller.quorum.voters": layout.voters,
         "listeners": f"{broker},{controller}",
         "advertised.listeners": broker,
         "controller.listener.names": CONTROLLER_LISTENER,
-        "inter.broker.listener.name": BROKER_LISTENER,
-        "listener.security.protocol.map": f"{CONTROLLER_LISTENER}:PLAINTEXT,"
-        f"{BROKER_LISTENER}:PLAINTEXT",
+        "inter.broker.listener.name": name,
+        "listener.security.protocol.map": f"{CONTROLLER_LISTENER}:PLAINTEXT,{name}:{name}",
         "log.dirs": str(node.data_dir),
-        **shared_properties(layout),
     }
+    if scram is not None:
+        login = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{scram.username}" password="{scram.password}";'
+        )
+        properties |= {
+            "sasl.enabled.mechanisms": scram.mechanism,
+            "sasl.mechanism.inter.broker.protocol": scram.mechanism,
+            f"listener.name.{name.lower()}.{scram.mechanism.lower()}.sasl.jaas.config": login,
+        }
+    return properties | shared_properties(layout)
 
 
 def shared_properties(layout: ClusterLayout) -> dict[str, str]:
