@@ -8,12 +8,13 @@ import pytest
 
 from services.core.errors import StackError
 from services.core.settings import StackSettings
-from services.stack.brokers import choose_broker
+from services.stack.brokers import choose_broker, local_scram
 from services.stack.kafka.cluster import new_cluster_id
 from services.stack.kafka.config import (
     ClusterLayout,
     KafkaNode,
     NodePorts,
+    Scram,
     node_properties,
     render_properties,
 )
@@ -142,3 +143,54 @@ def test_cluster_ids_are_kafka_shaped_and_never_look_like_an_option() -> None:
     ids = [new_cluster_id() for _ in range(5_000)]  # about 78 would begin with "-" by chance
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+SCRAM_CLIENT = {
+    "security.protocol": "SASL_PLAINTEXT",
+    "sasl.mechanism": "SCRAM-SHA-256",
+    "sasl.username": "svc",
+    "sasl.password": "s3cret",
+}
+
+
+def test_the_clients_scram_settings_choose_the_local_clusters_user() -> None:
+    assert local_scram({}) is None
+    assert local_scram({"security.protocol": "plaintext"}) is None
+    scram = local_scram(SCRAM_CLIENT)
+    assert scram == Scram("SCRAM-SHA-256", "svc", "s3cret")
+    assert "s3cret" not in repr(scram)
+    assert scram.storage_argument == "SCRAM-SHA-256=[name=svc,password=s3cret]"
+
+
+@pytest.mark.parametrize(
+    ("client", "words"),
+    [
+        ({**SCRAM_CLIENT, "security.protocol": "SASL_SSL"}, "TLS needs certificates"),
+        ({**SCRAM_CLIENT, "sasl.mechanism": "PLAIN"}, "SCRAM-SHA-256, SCRAM-SHA-512"),
+        ({**SCRAM_CLIENT, "sasl.password": ""}, "sasl.password"),
+    ],
+)
+def test_what_the_local_cluster_cannot_offer_is_a_clear_error(
+    client: dict[str, str], words: str
+) -> None:
+    with pytest.raises(StackError, match=words):
+        local_scram(client)
+
+
+def test_with_scram_the_brokers_listener_takes_sasl_and_the_controllers_does_not(
+    tmp_path: Path,
+) -> None:
+    single = layout(1, tmp_path)
+    secured = ClusterLayout(single.nodes, 4, Scram("SCRAM-SHA-512", "svc", "pw"))
+    props = node_properties(secured, secured.nodes[0])
+    assert props["listeners"] == "SASL_PLAINTEXT://127.0.0.1:9001,CONTROLLER://127.0.0.1:9101"
+    assert props["listener.security.protocol.map"] == (
+        "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+    )
+    assert props["inter.broker.listener.name"] == "SASL_PLAINTEXT"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    login = props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"]
+    assert 'username="svc" password="pw";' in login
+    assert secured.client_config["sasl.mechanism"] == "SCRAM-SHA-512"
+    plain = node_properties(single, single.nodes[0])
+    assert plain["listeners"].startswith("PLAINTEXT://") and "sasl.enabled.mechanisms" not in plain
