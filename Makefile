@@ -31,9 +31,9 @@ integration: $(STAMP)
 	$(BIN)/pytest tests/integration
 
 # Two workers: the modules on the session stack on one, those with servers of their own on the
-# other (tests/integration/conftest.py).
+# other (tests/conftest.py).
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest -n 2 --dist loadgroup --durations=15
+	$(BIN)/pytest -n 2 --durations=15
 
 clean:
 	rm -rf $(VENV) .streamml .mypy_cache .ruff_cache .pytest_cache

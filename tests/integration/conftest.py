@@ -35,24 +35,5 @@ def logs_dir(stack: StackSettings) -> Path:
 WRITE_HEAVY_MODULES = ("test_featurizer_recovery.py", "test_scorer_recovery.py")
 
 
-# Modules that start servers of their own (a cluster, a stack to stop and restart, `streamml up`)
-# and never touch the session's. `make test` runs pytest on two workers (pytest-xdist,
-# --dist loadgroup): these on one, every module on the session stack on the other, so the
-# session stack starts once and the two halves overlap (CI time, docs/operations.md).
-OWN_SERVERS_MODULES = (
-    "test_bench_broker.py",
-    "test_broker_loss.py",
-    "test_faults.py",
-    "test_kafka_stack.py",
-    "test_secured.py",
-    "test_stack_cli.py",
-)
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path.name in WRITE_HEAVY_MODULES)  # stable: order kept
-    for item in items:
-        if item.get_closest_marker("integration") is None:
-            continue  # unit tests: whichever worker is free
-        own = item.path.name in OWN_SERVERS_MODULES
-        item.add_marker(pytest.mark.xdist_group("own-servers" if own else "session-stack"))
