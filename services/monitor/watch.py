@@ -129,8 +129,13 @@ class QualityWatch:
             name = f"{record['model_version']}|champion|{record['segment']}|{DRIFT}".encode()
             self._producer.produce(topic, key=name, value=self._snapshot_codec.encode(record))
         left = self._producer.flush(METADATA_TIMEOUT_S)
-        if left:
-            raise StackError(f"{left} quality snapshots were not acknowledged on {topic}")
+        if left:  # the broker is away: they stay queued and go out when it is back
+            log.warning(
+                "%d quality snapshots not yet acknowledged on %s; they are sent when the broker "
+                "answers again",
+                left,
+                topic,
+            )
         self.snapshots += 1
 
     def _gauge(self, record: Record) -> None:
