@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
+if sys.argv[1:2] == ["run"]:
+    # A service SIGTERMed while it still imports and connects has no batch to finish: it exits 0
+    # (set before any import below, which takes seconds on a busy machine). Each service puts
+    # its own handler in place when it starts.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 
 from services.core.errors import StreamMLError

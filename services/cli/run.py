@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
-from types import FrameType
 from typing import Any
 
 SERVICES = {
@@ -33,11 +31,5 @@ def register(commands: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    # SIGTERM while still starting (no batch to finish yet): exit 0; the service installs its own.
-    signal.signal(signal.SIGTERM, _exit_while_starting)
     code: int = importlib.import_module(f"services.{args.service}.main").run(args.domain)
     return code
-
-
-def _exit_while_starting(_signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(0)
