@@ -171,25 +171,26 @@ class Featurizer(StoppableLoop):
             return
         started = time.perf_counter()
         deadline = time.monotonic() + self._settings.featurizer_online_retry_s
-        pause_s = 0.05
+        retries = 0
         while True:
             try:
                 rows = self._writer.write(pending)
                 break
             except redis.RedisError as exc:
+                pause_s = min(0.05 * 2**retries, 1.0)
                 if time.monotonic() + pause_s > deadline or not self._running:
                     raise StackError(
                         f"writing {sum(len(r) for r in pending.values())} rows to the online "
                         f"store failed: {exc}. The batch is aborted; a restart processes it "
                         "again from the last committed offsets"
                     ) from exc
-                if pause_s == 0.05:
+                if not retries:
                     log.warning("the online store did not answer (%s); trying again", exc)
+                retries += 1
                 self._metrics.write_retries.inc()
                 time.sleep(pause_s)
-                pause_s = min(pause_s * 2, 1.0)
         waited_s = time.perf_counter() - started
-        if pause_s > 0.05:
+        if retries:
             log.warning("the online store answered again; the batch waited %.1f s", waited_s)
         self._metrics.write_seconds.observe(waited_s)
         self._metrics.write_rows.observe(rows)

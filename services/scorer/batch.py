@@ -135,10 +135,10 @@ class VectorScorer:
         if not keyed:
             return result
         vectors = [v for _, v in keyed]
-        problems: list[str | None] = [self._enrich(vectors)] * len(vectors)
+        unread = self._enrich(vectors)  # the whole batch's online features, or why not
         used: list[Serving] = [self._fallback] * len(keyed)
         scores: list[float] = [0.0] * len(keyed)
-        groups, fallback_rows = self._assign(keyed, problems, lineup, result)
+        groups, fallback_rows = self._assign(keyed, unread, lineup, result)
         for serving, rows in groups.values():
             got = self._run(serving, [vectors[i] for i in rows], result)
             if got is None:
@@ -153,17 +153,17 @@ class VectorScorer:
                 scores[i] = float(score)
         predicted_at = now_ms()
         result.predictions = [
-            (key, self._prediction(vector, used[i], scores[i], predicted_at, problems[i]))
+            (key, self._prediction(vector, used[i], scores[i], predicted_at, unread))
             for i, (key, vector) in enumerate(keyed)
         ]
         if lineup.shadow is not None:
-            self._shadow(keyed, problems, lineup.shadow, predicted_at, result)
+            self._shadow(keyed, unread, lineup.shadow, predicted_at, result)
         return result
 
     def _assign(
         self,
         keyed: Sequence[tuple[bytes, Record]],
-        problems: list[str | None],
+        unread: str | None,
         lineup: Lineup,
         result: Scored,
     ) -> tuple[dict[int, tuple[Serving, list[int]]], list[int]]:
@@ -176,10 +176,9 @@ class VectorScorer:
                 fallback_rows.append(i)
                 result.count_fallback(NO_MODEL, 1)
                 continue
-            problem = problems[i] if self._needs_online(serving) else None
-            if problem is not None:
+            if unread is not None and self._needs_online(serving):
                 fallback_rows.append(i)
-                result.count_fallback(problem, 1)
+                result.count_fallback(unread, 1)
             else:
                 groups.setdefault(id(serving), (serving, []))[1].append(i)
         return groups, fallback_rows
@@ -235,17 +234,13 @@ class VectorScorer:
     def _shadow(
         self,
         keyed: Sequence[tuple[bytes, Record]],
-        problems: list[str | None],
+        unread: str | None,
         shadow: Serving,
         predicted_at: int,
         result: Scored,
     ) -> None:
         """The shadow scores what it can; it never changes what consumers get."""
-        ready = [
-            kv
-            for kv, problem in zip(keyed, problems, strict=True)
-            if problem is None or not self._needs_online(shadow)
-        ]
+        ready = keyed if unread is None or not self._needs_online(shadow) else []
         if not ready:
             return
         try:

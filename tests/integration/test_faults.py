@@ -130,7 +130,15 @@ class Faults:
     def metric(self, name: str, line_start: str) -> float:
         """The sum of a service's samples whose line starts with ``line_start``."""
         url = f"http://127.0.0.1:{self.ports[name]}/metrics"
-        lines = urllib.request.urlopen(url, timeout=5).read().decode().splitlines()
+        deadline = time.monotonic() + 60  # a service just started may not serve them yet
+        while True:
+            try:
+                lines = urllib.request.urlopen(url, timeout=5).read().decode().splitlines()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         return sum(float(x.split()[-1]) for x in lines if x.startswith(line_start))
 
 
