@@ -285,6 +285,9 @@ class Domain:
     event_id_field: str = "event_id"
     event_time_field: str = "event_time"
     allowed_lateness: timedelta = timedelta(hours=1)
+    # An event whose id an entity's events of this last span of event time carry is a
+    # duplicate; a copy that arrives after its original left the span counts again.
+    duplicate_span: timedelta = timedelta(minutes=10)
     max_future: timedelta = timedelta(minutes=10)
     max_past: timedelta = timedelta(days=7)
     monitoring: Monitoring = field(default_factory=Monitoring)
@@ -360,6 +363,6 @@ class Domain:
 
     @property
     def retention(self) -> timedelta:
-        """How far back an entity's events must be kept for every window to stay exact."""
+        """How far back an entity's windows reach: an entity idle for longer has no state."""
         longest = max((f.window for f in self.features if f.window), default=timedelta(0))
         return longest + self.allowed_lateness

@@ -81,7 +81,7 @@ class DomainTopics:
 
     def windows_changelog(self, app_id: str, entity: str) -> str:
         """A featurizer app's compacted changelog of one entity's windows (its state)."""
-        return f"{app_id}.{self.domain}.{entity}-windows{CHANGELOG_SUFFIX}"
+        return f"{app_id}.{self.domain}.{entity}-tiles{CHANGELOG_SUFFIX}"
 
     def by_event(self, app_id: str) -> str:
         """A monitor app's own topic of the domain's parts re-keyed by event id."""

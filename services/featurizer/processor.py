@@ -145,9 +145,9 @@ class EventProcessor:
                 f"event_time {t} is more than {domain.allowed_lateness} before the latest "
                 f"accepted event time {window.max_time} of {domain.key_field}={key}",
             )
+        newest = window.newest_ms is None or t >= window.newest_ms  # ties: arrival order
         features = self._aggregator.add(window, event_id, t, event)
         store.put(key, window)
-        newest = window.event_ids[-1] == event_id
         return Accepted(key, t, self._vector(event, features), features, newest)
 
     def latest(self, window: EntityWindow) -> FeatureValues:

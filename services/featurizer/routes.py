@@ -108,7 +108,8 @@ class KeyEntityRoute:
             else:  # a late event changed the entity's latest features too
                 window = table.partition(partition).windows[entity_key]
                 latest = self._processor.latest(window)
-                online.add(self._view, OnlineRow(entity_key, window.times[-1], latest))
+                assert window.max_time is not None, "a window that counted an event"
+                online.add(self._view, OnlineRow(entity_key, window.max_time, latest))
         self._events.inc(len(messages))
         self._vectors.inc(vectors)
         self._duplicates.inc(duplicates)

@@ -64,4 +64,6 @@ class SecondaryUpdater:
 
     def online_row(self, key: str, window: EntityWindow) -> OnlineRow:
         """The entity's online row: its features as of its newest event."""
-        return OnlineRow(key, window.times[-1], self._aggregator.latest(window))
+        newest = window.max_time
+        assert newest is not None, "a window that counted an event"
+        return OnlineRow(key, newest, self._aggregator.latest(window))

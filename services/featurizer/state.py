@@ -1,8 +1,10 @@
 """The featurizer's state: each entity's windows, per owned partition, with a changelog.
 
 A window table holds the windows of one domain's entity for the partitions this instance
-owns. Every change is journalled as small records on the entity's compacted changelog topic
-(one per accepted event, a tombstone when it leaves the window, one for the latest pruned time),
+owns (``services/core/windows.py``: tiles, and the events of the duplicate span). Every
+change is journalled as small records on the entity's compacted changelog topic: one per tile
+a batch changed (its statistics), one per recent event (its time, by its id's hash; a
+tombstone when it leaves the duplicate span), one for the latest time that left it;
 co-partitioned with the topic the entity is read from. The records go out in the same Kafka
 transaction as the batch's outputs and consumed offsets, and each batch ends its records in a
 partition with a mark naming the source offset it commits. A restart replays the changelog
@@ -16,15 +18,14 @@ leaves records of a batch that never committed. The restore ignores what follows
 mark, and the next batch writes over it (``compensate``) so the log means the same again.
 
 The same layout as faust's changelogged tables (compacted topic, co-partitioned, restored on
-assignment), but each record is one window entry rather than the whole window: a busy
-entity's window costs one small record per event, not a rewrite per batch.
+assignment), but each record is one tile or recent event rather than the whole window: a busy
+entity costs a few small records per batch, not a rewrite of its state.
 
-The state is bounded by the domain's declared retention (the longest window plus the allowed
-lateness): an entity's own events older than that are pruned as it gets new ones, and an
-entity whose newest event is older than the retention before its partition's newest (an idle
-card, a merchant gone) is evicted whole, its changelog records tombstoned, at most once a
-minute of event time. Its next event is then its first: counts start at 0, as they would,
-and seconds-since-last takes its declared fill.
+The state is bounded per entity by the tiles its windows and the lateness span, and the
+events of its duplicate span; an entity whose newest event is older than the retention before
+its partition's newest (an idle card, a merchant gone) is evicted whole, its changelog records
+tombstoned, at most once a minute of event time. Its next event is then its first: counts
+start at 0, as they would, and seconds-since-last takes its declared fill.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from services.core.errors import StackError
 from services.core.flatavro import long_bytes
 from services.core.schemas import SchemaStore
 from services.core.serde import SINGLE_OBJECT_MAGIC, SingleObjectCodec
-from services.core.windows import EntityWindow
+from services.core.windows import EntityWindow, Tiles
 
 ENTRY = b"e"
+TILE = b"t"
 META = b"m"
 MARK = b"c"
 ENTRY_SUBJECT = "window_entry"
@@ -99,32 +101,55 @@ class ChangelogRecord(NamedTuple):
     value: bytes | None  # None: a tombstone
 
 
-def entry_key(entity_key: str, event_id: str) -> bytes:
-    return entry_prefix(entity_key) + event_id.encode()
+class ChangelogKey(NamedTuple):
+    kind: bytes
+    entity_key: str
+    id_hash: int = 0  # an entry's
+    resolution: int = 0  # a tile's
+    number: int = 0  # a tile's
 
 
-def entry_prefix(entity_key: str) -> bytes:
-    """What every entry key of one entity starts with."""
+def _entity_part(kind: bytes, entity_key: str) -> bytes:
     encoded = entity_key.encode()
-    return ENTRY + len(encoded).to_bytes(_KEY_LENGTH_BYTES, "big") + encoded
+    return kind + len(encoded).to_bytes(_KEY_LENGTH_BYTES, "big") + encoded
+
+
+def entry_key(entity_key: str, id_hash: int) -> bytes:
+    """A recent event's record: its entity and its id's 64-bit hash."""
+    return _entity_part(ENTRY, entity_key) + id_hash.to_bytes(8, "big", signed=True)
+
+
+def tile_key(entity_key: str, resolution: int, number: int) -> bytes:
+    """A tile's record: its entity, its resolution (the aggregator's index) and its number."""
+    return (
+        _entity_part(TILE, entity_key)
+        + resolution.to_bytes(1, "big")
+        + number.to_bytes(8, "big", signed=True)
+    )
 
 
 def meta_key(entity_key: str) -> bytes:
     return META + entity_key.encode()
 
 
-def parse_key(key: bytes) -> tuple[bytes, str, str]:
-    """(kind, entity key, event id); the event id is empty for a meta record."""
+def parse_key(key: bytes) -> ChangelogKey:
     kind = key[:1]
     if kind == MARK:
-        return kind, "", ""
+        return ChangelogKey(kind, "")
     if kind == META:
-        return kind, key[1:].decode(), ""
-    if kind != ENTRY:
+        return ChangelogKey(kind, key[1:].decode())
+    if kind not in (ENTRY, TILE):
         raise ValueError(f"not a window changelog key: {key[:20]!r}")
     length = int.from_bytes(key[1 : 1 + _KEY_LENGTH_BYTES], "big")
     start = 1 + _KEY_LENGTH_BYTES
-    return kind, key[start : start + length].decode(), key[start + length :].decode()
+    entity_key = key[start : start + length].decode()
+    rest = key[start + length :]
+    if kind == ENTRY and len(rest) == 8:
+        return ChangelogKey(kind, entity_key, id_hash=int.from_bytes(rest, "big", signed=True))
+    if kind == TILE and len(rest) == 9:
+        number = int.from_bytes(rest[1:], "big", signed=True)
+        return ChangelogKey(kind, entity_key, resolution=rest[0], number=number)
+    raise ValueError(f"not a window changelog key: {key[:40]!r}")
 
 
 class PartitionWindows:
@@ -160,6 +185,7 @@ class WindowTable:
         self._marks = MarkCodec(schemas)
         self._partitions: dict[int, PartitionWindows] = {}
         self._retention_ms = int(domain.retention.total_seconds() * 1000)
+        self._key_entity = domain.key_entity
         self.evicted = 0  # idle entities evicted since the last ``take_evicted``
 
     @property
@@ -179,41 +205,20 @@ class WindowTable:
         """Rebuilds a partition from its changelog records in offset order, as of the batch
         that committed source offset ``committed`` (None: nothing committed yet)."""
         cut, forwarded = self._committed_end(number, records, committed)
-        entries: dict[str, dict[str, tuple[int, tuple[float, ...]] | None]] = {}
-        pruned: dict[str, int] = {}
+        found = _Found()
         for key, value in records[:cut]:
-            kind, entity_key, event_id = parse_key(key)
-            if kind == MARK:
-                continue
-            if kind == META:
-                if value is None:  # written over what a batch that never committed left
-                    pruned.pop(entity_key, None)
-                else:
-                    pruned[entity_key] = self._codec.decode(value)[0]
-                continue
-            # A tombstone leaves its key's place: where a batch that never committed had
-            # pruned an entry, the next batch writes it back, and ties in event time keep
-            # arrival order, the order of first records.
-            events = entries.setdefault(entity_key, {})
-            events[event_id] = None if value is None else self._codec.decode(value)
+            if key != MARK:
+                found.read(parse_key(key), None if value is None else self._codec.decode(value))
         windows = self.partition(number)
         windows.windows.clear()
         windows.changed.clear()
         windows.forwarded = forwarded
         windows.uncommitted_keys = {key for key, _ in records[cut:] if key[:1] != MARK}
-        count = 0
-        for entity_key in entries.keys() | pruned.keys():
-            window = EntityWindow(pruned_latest=pruned.get(entity_key))
-            for event_id, entry in entries.get(entity_key, {}).items():
-                if entry is not None:
-                    window.insert(event_id, *entry)  # dicts keep arrival order
-                    count += 1
-            if window.max_time is None and window.pruned_latest is None:
-                continue  # evicted: every record of it is a tombstone
+        for entity_key, window in found.windows(checked=self.entity == self._key_entity):
             windows.windows[entity_key] = window
             windows.newest_ms = max(windows.newest_ms, _newest(window))
         windows.swept_ms = windows.newest_ms
-        return Restored(count, len(records) - cut)
+        return Restored(found.tiles_kept, len(records) - cut)
 
     def _committed_end(
         self, number: int, records: Sequence[tuple[bytes, bytes | None]], committed: int | None
@@ -273,60 +278,108 @@ class WindowTable:
         idle = [key for key, window in windows.windows.items() if _newest(window) < horizon]
         for entity_key in idle:
             window = windows.windows.pop(entity_key)
-            for event_id in window.event_ids:
-                yield ChangelogRecord(number, entry_key(entity_key, event_id), None)
+            for id_hash in window.recent_ids:
+                yield ChangelogRecord(number, entry_key(entity_key, id_hash), None)
+            for resolution, tiles in window.tiles.items():
+                for tile in tiles.numbers:
+                    yield ChangelogRecord(number, tile_key(entity_key, resolution, tile), None)
             if window.pruned_latest is not None:
                 yield ChangelogRecord(number, meta_key(entity_key), None)
         self.evicted += len(idle)
 
     def _changes(self, number: int, windows: PartitionWindows) -> Iterator[ChangelogRecord]:
-        encode = self._codec.encode
         for entity_key in windows.changed:
             window = windows.windows[entity_key]
             windows.newest_ms = max(windows.newest_ms, _newest(window))
-            added, dropped = window.added, window.dropped
-            gone = set(dropped) if dropped else ()
-            prefix = entry_prefix(entity_key)
-            for event_id, time_ms, values in added:
-                if event_id not in gone:
-                    key = prefix + event_id.encode()
-                    yield ChangelogRecord(number, key, encode(time_ms, values))
-            if dropped:
-                new = {event_id for event_id, _, _ in added}
-                for event_id in dropped:
-                    if event_id not in new:
-                        yield ChangelogRecord(number, entry_key(entity_key, event_id), None)
-                if window.pruned_latest is not None:
-                    value = encode(window.pruned_latest, ())
-                    yield ChangelogRecord(number, meta_key(entity_key), value)
-                dropped.clear()
-            added.clear()
+            encode = self._codec.encode
+            for id_hash, time_ms in window.journal.items():
+                if time_ms is None and id_hash in window.new_ids:
+                    continue  # added and dropped since the last drain: never written
+                value = None if time_ms is None else encode(time_ms, ())
+                yield ChangelogRecord(number, entry_key(entity_key, id_hash), value)
+            for resolution, tile in window.touched_tiles:
+                value = self._tile_value(window, resolution, tile)
+                if value is None and (resolution, tile) in window.new_tiles:
+                    continue  # made and dropped since the last drain: never written
+                yield ChangelogRecord(number, tile_key(entity_key, resolution, tile), value)
+            if window.meta_changed:
+                yield ChangelogRecord(number, meta_key(entity_key), self._meta_value(window))
+            window.drained()
         windows.changed.clear()
+
+    def _entry_value(self, window: EntityWindow, id_hash: int) -> bytes | None:
+        time_ms = window.recent_time(id_hash)
+        return None if time_ms is None else self._codec.encode(time_ms, ())
+
+    def _tile_value(self, window: EntityWindow, resolution: int, tile: int) -> bytes | None:
+        tiles = window.tiles.get(resolution)
+        stats = None if tiles is None else tiles.get(tile)
+        return None if stats is None else self._codec.encode(tile, stats)
+
+    def _meta_value(self, window: EntityWindow) -> bytes | None:
+        latest = window.pruned_latest
+        return None if latest is None else self._codec.encode(latest, ())
 
     def _compensate(self, number: int, windows: PartitionWindows) -> Iterator[ChangelogRecord]:
         """Records that write the current value over each key a restore found after the
         committed mark, so that the log, read in order, means the windows again."""
-        encode = self._codec.encode
         for key in sorted(windows.uncommitted_keys):
-            kind, entity_key, event_id = parse_key(key)
-            window = windows.windows.get(entity_key)
+            parsed = parse_key(key)
+            window = windows.windows.get(parsed.entity_key)
             value = None
-            if window is not None and kind == META and window.pruned_latest is not None:
-                value = encode(window.pruned_latest, ())
-            elif window is not None and kind == ENTRY and event_id in window.event_ids:
-                i = window.event_ids.index(event_id)
-                value = encode(window.times[i], tuple(column[i] for column in window.columns))
+            if window is not None and parsed.kind == META:
+                value = self._meta_value(window)
+            elif window is not None and parsed.kind == ENTRY:
+                value = self._entry_value(window, parsed.id_hash)
+            elif window is not None:
+                value = self._tile_value(window, parsed.resolution, parsed.number)
             yield ChangelogRecord(number, key, value)
         windows.uncommitted_keys = set()
 
 
 def _newest(window: EntityWindow) -> int:
-    """The entity's newest event time (its window, else the latest it pruned)."""
-    if window.max_time is not None:
-        return window.max_time
-    return window.pruned_latest if window.pruned_latest is not None else 0
+    """The entity's newest event time."""
+    return window.newest_ms if window.newest_ms is not None else 0
+
+
+class _Found:
+    """What a partition's committed changelog records say, key by key (the last record wins)."""
+
+    def __init__(self) -> None:
+        self.recent: dict[str, dict[int, int | None]] = {}
+        self.tiles: dict[str, dict[tuple[int, int], tuple[float, ...] | None]] = {}
+        self.pruned: dict[str, int | None] = {}
+        self.tiles_kept = 0
+
+    def read(self, key: ChangelogKey, value: tuple[int, tuple[float, ...]] | None) -> None:
+        entity_key = key.entity_key
+        if key.kind == META:
+            self.pruned[entity_key] = None if value is None else value[0]
+        elif key.kind == ENTRY:
+            entries = self.recent.setdefault(entity_key, {})
+            entries[key.id_hash] = None if value is None else value[0]
+        elif key.kind == TILE:
+            place = (key.resolution, key.number)
+            self.tiles.setdefault(entity_key, {})[place] = None if value is None else value[1]
+
+    def windows(self, *, checked: bool) -> Iterator[tuple[str, EntityWindow]]:
+        """Each entity's window; none for an entity whose records are all tombstones.
+        ``checked``: the entity's duplicates are checked (``EntityWindow.remember``)."""
+        for entity_key in self.recent.keys() | self.tiles.keys() | self.pruned.keys():
+            window = EntityWindow(pruned_latest=self.pruned.get(entity_key))
+            for id_hash, time_ms in self.recent.get(entity_key, {}).items():
+                if time_ms is not None:
+                    window.remember(id_hash, time_ms, checked=checked)
+            for (resolution, tile), stats in self.tiles.get(entity_key, {}).items():
+                if stats is not None:
+                    window.tiles.setdefault(resolution, Tiles(len(stats))).put(tile, stats)
+                    self.tiles_kept += 1
+            if window.newest_ms is None:
+                window.newest_ms = window.pruned_latest
+            if window.newest_ms is not None or window.tiles:
+                yield entity_key, window
 
 
 class Restored(NamedTuple):
-    entries: int  # window entries rebuilt
+    entries: int  # tiles rebuilt
     ignored: int  # records after the committed mark: a transaction that never committed

@@ -20,11 +20,11 @@ from services.core.kafka import TopicSpec, create_topics, partition_count, produ
 from services.core.schemas import SchemaStore
 from services.core.serde import Codec, CodecFactory
 from services.core.settings import HISTORY_FETCH_WAIT_MS, StackSettings
-from services.core.windows import EntityAggregator, EntityWindow
+from services.core.windows import EntityAggregator, EntityWindow, event_hash
 from services.featurestore.store import open_store
 from services.featurizer.processor import Accepted, EventProcessor
 from services.featurizer.secondary import forward_key, forward_partition
-from services.featurizer.state import EntryCodec, entry_key
+from services.featurizer.state import EntryCodec, entry_key, tile_key
 from services.stack.processes import free_port
 from services.stack.services import ServiceProcess, service_env
 from tests.integration.helpers import TopicReader, publish
@@ -126,11 +126,14 @@ class Scenario:
 
     def merchant_counts_expected(self) -> dict[str, int]:
         """Each merchant's ``merchant_txn_count_1h`` as of its newest event, recomputed from the
-        events alone: their times in (newest - 1 h, newest]."""
+        events alone: those in the 12 tiles of 5 minutes that end with the newest's."""
         times: dict[str, list[int]] = {}
         for event in self.events:
             times.setdefault(str(event["merchant_id"]), []).append(int(str(event["event_time"])))
-        return {m: sum(1 for t in ts if t > max(ts) - HOUR_MS) for m, ts in times.items()}
+        tile = HOUR_MS // 12
+        return {
+            m: sum(1 for t in ts if max(ts) // tile - t // tile < 12) for m, ts in times.items()
+        }
 
     def merchant_counts_online(self) -> dict[str, int]:
         """What the Feast online store holds for this scenario's merchants."""
@@ -244,21 +247,21 @@ def test_records_of_a_transaction_that_never_committed_change_no_value(
         e for i, e in enumerate(scenario.events[split:]) if cards[i] in cards[i + 1 :]
     ][:2]
     lost_card, lost_id = str(lost["card_id"]), str(lost["event_id"])
-    card_fields = EntityAggregator(domain, domain.key_entity).source_fields
-    entry = EntryCodec(codecs.store).encode(
-        int(str(lost["event_time"])), tuple(float(str(lost[f])) for f in card_fields)
-    )
+    lost_time = int(str(lost["event_time"]))
+    aggregator = EntityAggregator(domain, domain.key_entity)
+    entry = EntryCodec(codecs.store).encode(lost_time, ())
+    # A tile record too: its 5-minute tile, as if 99 events had been counted in it.
+    width = aggregator.resolutions[0].width_ms
+    tile = EntryCodec(codecs.store).encode(lost_time // width, (99.0,) * aggregator.stride(0))
     merchant = str(doubled["merchant_id"]).encode()
     partitions = partition_count(stack, domain.topics.events)
     dead = Producer({"bootstrap.servers": stack.bootstrap, "transactional.id": f"{app_id}-0"})
     dead.init_transactions(30)
     dead.begin_transaction()
-    dead.produce(
-        domain.topics.windows_changelog(app_id, domain.key_entity),
-        entry,
-        entry_key(lost_card, lost_id),
-        positions[lost_id][0],
-    )
+    changelog = domain.topics.windows_changelog(app_id, domain.key_entity)
+    partition = positions[lost_id][0]
+    dead.produce(changelog, entry, entry_key(lost_card, event_hash(lost_id)), partition)
+    dead.produce(changelog, tile, tile_key(lost_card, 0, lost_time // width), partition)
     dead.produce(
         domain.topics.by_entity(app_id, "merchant"),
         scenario.events_codec.encode(doubled),

@@ -1,10 +1,13 @@
 """Shared fixtures for unit tests, and an independent reference model of the featurizer.
 
 ``ReferenceFeaturizer`` recomputes the payments features by brute force from their
-definition, sharing no code with ``services.featurizer``: for an accepted transaction e of
+definition, sharing no code with ``services.core.windows``: for an accepted transaction e of
 card c with event time t, over the accepted transactions of c that arrived up to and
-including e with event time in (t - W, t]. The window lengths and the lateness bound are
-spelled here on purpose (the declaration is checked against the schema elsewhere).
+including e whose tile (event time // w, w = ceil(W / 12)) is one of the 12 ending with t's.
+A transaction is a duplicate when an accepted one of its card with the same id has an event
+time within the duplicate span (10 minutes) of the card's newest. The window lengths, the
+tiling and the bounds are spelled here on purpose (the declaration is checked against the
+schema elsewhere).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 LATENESS_MS = HOUR_MS
+DUPLICATE_SPAN_MS = 10 * MINUTE_MS
+TILES = 12
 BASE_TIME_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 COUNT_WINDOWS_MS = {
@@ -54,18 +59,36 @@ class ReferenceFeaturizer:
         """("accepted", features) | ("duplicate", None) | ("late", None)."""
         history = self.accepted[event["card_id"]]
         t = event["event_time"]
-        if any(seen.event_id == event["event_id"] for seen in history):
+        newest = max((seen.time_ms for seen in history), default=None)
+        if newest is not None and any(
+            seen.event_id == event["event_id"] and seen.time_ms > newest - DUPLICATE_SPAN_MS
+            for seen in history
+        ):
             return "duplicate", None
-        if history and t < max(seen.time_ms for seen in history) - LATENESS_MS:
+        if newest is not None and t < newest - LATENESS_MS:
             return "late", None
-        earlier = list(history)
+        previous = self._previous(history, newest, t)
         history.append(Seen(event["event_id"], t, float(event["amount"])))
-        return "accepted", self._features(earlier, history, t)
+        return "accepted", self._features(history, t, previous)
 
     @staticmethod
-    def _features(earlier: list[Seen], history: list[Seen], t: int) -> dict[str, Any]:
+    def _previous(earlier: list[Seen], newest: int | None, t: int) -> int | None:
+        """The latest earlier time at or before t within the duplicate span, else the latest
+        outside it, if that is not after t."""
+        if newest is None:
+            return None
+        recent = [s.time_ms for s in earlier if newest - DUPLICATE_SPAN_MS < s.time_ms <= t]
+        if recent:
+            return max(recent)
+        gone = [s.time_ms for s in earlier if s.time_ms <= newest - DUPLICATE_SPAN_MS]
+        return max(gone) if gone and max(gone) <= t else None
+
+    @staticmethod
+    def _features(history: list[Seen], t: int, previous: int | None) -> dict[str, Any]:
         def within(window_ms: int) -> list[Seen]:
-            return [s for s in history if t - window_ms < s.time_ms <= t]
+            width = -(-window_ms // TILES)
+            last = t // width
+            return [s for s in history if last - TILES < s.time_ms // width <= last]
 
         features: dict[str, Any] = {
             name: len(within(window)) for name, window in COUNT_WINDOWS_MS.items()
@@ -75,8 +98,7 @@ class ReferenceFeaturizer:
         features["amount_sum_1h"] = sum(hour)
         features["amount_mean_24h"] = sum(day) / len(day)
         features["amount_max_24h"] = max(day)
-        before = [s.time_ms for s in earlier if s.time_ms <= t]
-        features["seconds_since_last_txn"] = (t - max(before)) / 1000.0 if before else None
+        features["seconds_since_last_txn"] = None if previous is None else (t - previous) / 1000.0
         return features
 
     def times_of(self, card: str) -> list[int]:

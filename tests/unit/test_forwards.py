@@ -61,7 +61,7 @@ def test_forwards_sent_again_after_a_crash_are_counted_once_across_a_restart(
         return found
 
     def count(table_route: SecondaryRoute) -> int:
-        return len(table_route.table.partition(0).windows["m-1"].times)
+        return len(table_route.table.partition(0).windows["m-1"].recent_times)
 
     route.handle(forwards(0, range(10)) + forwards(1, range(5)), OnlineBuffer())
     route.handle(forwards(0, range(5, 13)), OnlineBuffer())  # 5..9 again after a crash

@@ -49,7 +49,7 @@ class DictStore:
         self.data[key] = window
 
     def snapshot(self) -> str:
-        return repr(sorted((k, w.times, w.event_ids, w.columns) for k, w in self.data.items()))
+        return repr(sorted((k, repr(w)) for k, w in self.data.items()))
 
 
 class ChangelogStore(DictStore):

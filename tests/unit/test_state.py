@@ -14,7 +14,7 @@ from services.core.declarations import Domain
 from services.core.errors import SerializationError, StackError
 from services.core.flatavro import long_bytes
 from services.core.schemas import SchemaStore
-from services.core.windows import EntityAggregator, EntityWindow
+from services.core.windows import EntityAggregator, EntityWindow, event_hash
 from services.featurizer.state import (
     MARK,
     SWEEP_EVERY_MS,
@@ -23,6 +23,7 @@ from services.featurizer.state import (
     entry_key,
     meta_key,
     parse_key,
+    tile_key,
 )
 
 HOUR_MS = 3_600_000
@@ -48,14 +49,15 @@ def restored(domain: Domain, schemas: SchemaStore, log: dict[bytes, bytes]) -> W
     return table
 
 
+def state_of(window: EntityWindow) -> tuple[Any, ...]:
+    tiles = {r: (list(t.numbers), list(t.stats)) for r, t in window.tiles.items() if len(t)}
+    recent = sorted(zip(window.recent_times, window.recent_ids, strict=True))  # ties: any order
+    return (tiles, recent, sorted(window.checked_ids), window.newest_ms, window.pruned_latest)
+
+
 def same(a: EntityWindow | None, b: EntityWindow | None) -> bool:
     assert a is not None and b is not None
-    return (a.times, a.event_ids, a.columns, a.pruned_latest) == (
-        b.times,
-        b.event_ids,
-        b.columns,
-        b.pruned_latest,
-    )
+    return state_of(a) == state_of(b)
 
 
 @pytest.mark.parametrize("drain_every", [1, 7, 50])
@@ -110,13 +112,17 @@ def test_an_event_added_and_pruned_in_one_batch_leaves_no_record(
     aggregator = EntityAggregator(payments, "card")
     window = EntityWindow()
     aggregator.add(window, "old", 0, {"amount": 1.0})
-    aggregator.add(window, "new", 30 * HOUR_MS, {"amount": 2.0})  # prunes "old"
+    aggregator.add(window, "new", 30 * HOUR_MS, {"amount": 2.0})  # "old" is out of reach
     table.partition(0).put("c", window)
     records = list(table.drain())  # no offsets: no mark
-    assert [(r.key, r.value is None) for r in records] == [
-        (entry_key("c", "new"), False),
-        (meta_key("c"), False),
+    tiles = [
+        tile_key("c", r, 30 * HOUR_MS // width)
+        for r, (width, _) in enumerate(aggregator.resolutions)
     ]
+    assert sorted((r.key, r.value is None) for r in records) == sorted(
+        [(entry_key("c", event_hash("new")), False), (meta_key("c"), False)]
+        + [(key, False) for key in tiles]
+    )
     assert list(table.drain()) == []  # drained once
 
 
@@ -160,8 +166,13 @@ def test_entry_records_are_avro_that_fastavro_reads(schema_store: SchemaStore) -
 
 @pytest.mark.parametrize(("key", "event_id"), [("card-1", "e-1"), ("", "x"), ("ü\x00k", "")])
 def test_changelog_keys_parse_back(key: str, event_id: str) -> None:
-    assert parse_key(entry_key(key, event_id)) == (b"e", key, event_id)
-    assert parse_key(meta_key(key)) == (b"m", key, "")
+    id_hash = event_hash(event_id)
+    assert parse_key(entry_key(key, id_hash)) == (b"e", key, id_hash, 0, 0)
+    assert parse_key(tile_key(key, 2, -7)) == (b"t", key, 0, 2, -7)
+    assert parse_key(tile_key(key, 0, 2**62)) == (b"t", key, 0, 0, 2**62)
+    assert parse_key(meta_key(key)) == (b"m", key, 0, 0, 0)
+    with pytest.raises(ValueError, match="not a window changelog key"):
+        parse_key(entry_key(key, id_hash)[:-1])  # an id hash is 8 bytes
     with pytest.raises(ValueError, match="not a window changelog key"):
         parse_key(b"z" + key.encode())
 
@@ -264,9 +275,7 @@ def restored_as_of(run: Run, uninterrupted: Run) -> list[Any]:
 
 def snapshot(table: WindowTable) -> list[Any]:
     windows = table.partition(0).windows
-    return sorted(
-        (k, w.times, w.event_ids, w.columns, w.pruned_latest) for k, w in windows.items() if w.times
-    )
+    return sorted((k, state_of(w)) for k, w in windows.items())
 
 
 def test_nothing_committed_restores_nothing_and_writes_over_what_was_left(

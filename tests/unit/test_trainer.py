@@ -60,7 +60,8 @@ def _brute_force(domain: Domain, events: tuple[LabelledTransaction, ...], row: i
             values.append((t - max(earlier)) / 1000.0 if earlier else feature.fill)
             continue
         assert feature.window_ms is not None
-        amounts = [r["amount"] for r in history if t - feature.window_ms < r["event_time"] <= t]
+        width = -(-feature.window_ms // 12)  # a window is its last 12 tiles
+        amounts = [r["amount"] for r in history if 0 <= t // width - r["event_time"] // width < 12]
         by_aggregation = {
             Aggregation.COUNT: float(len(amounts)),
             Aggregation.SUM: sum(amounts),

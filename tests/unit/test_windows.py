@@ -76,23 +76,32 @@ def test_features_equal_a_brute_force_recomputation(
 def test_state_stays_bounded_on_a_long_stream(
     payments: Domain, reference: Any, make_transaction: Any
 ) -> None:
-    """Three days on one card: the window keeps exactly the events retention can still reach."""
+    """Three days of a busy card: it keeps the tiles its windows and the lateness reach and the
+    events of its duplicate span, not the events its windows count."""
     rng = random.Random(11)
-    retention_ms = int(payments.retention.total_seconds() * 1000)
+    span_ms = int(payments.duplicate_span.total_seconds() * 1000)
     replay = Replay(payments, reference)
-    times = sorted(T0 + rng.randrange(72 * HOUR_MS) for _ in range(900))
+    times = sorted(T0 + rng.randrange(72 * HOUR_MS) for _ in range(2_500))
     arrival = sorted(times, key=lambda t: t + rng.uniform(0, 50 * MINUTE_MS))
+    resolutions = replay.aggregator.resolutions
+    most_tiles = 0
     for i, t in enumerate(arrival):
         event = make_transaction(f"e{i}", t, amount=rng.uniform(1, 100))
         assert replay.offer(event) is not None  # disorder within the lateness: all accepted
         window = replay.windows["card-1"]
         assert window.max_time is not None
-        floor = window.max_time - retention_ms
-        assert window.times == [t for t in reference.times_of("card-1") if t > floor]
-        assert all(len(c) == len(window.times) for c in [window.event_ids, *window.columns])
-    held = len(replay.windows["card-1"].times)
-    assert held < 900 * 26 / 72 * 1.3  # about a retention's worth, not everything seen
-    assert payments.retention.total_seconds() == 25 * 3600
+        floor = window.max_time - span_ms
+        assert list(window.recent_times) == [t for t in reference.times_of("card-1") if t > floor]
+        for r, (width, keep) in enumerate(resolutions):
+            tiles = window.tiles[r]
+            assert len(tiles) <= keep + 1
+            assert tiles.numbers[0] >= window.max_time // width - keep
+        most_tiles = max(most_tiles, sum(len(t) for t in window.tiles.values()))
+    # The 24 h count reached hundreds of events; the state held a few hundred numbers.
+    assert replay.offer(make_transaction("last", max(times)))["txn_count_24h"] > 600
+    bound = sum(keep + 1 for _, keep in resolutions)
+    assert most_tiles <= bound < 300
+    assert len(replay.windows["card-1"].recent_times) < 100
 
 
 def test_seconds_since_last_reaches_past_pruned_events(
@@ -100,28 +109,35 @@ def test_seconds_since_last_reaches_past_pruned_events(
 ) -> None:
     replay = Replay(payments, reference)
     replay.offer(make_transaction("a", T0))
-    replay.offer(make_transaction("b", T0 + 26 * HOUR_MS))  # prunes "a"
-    assert replay.windows["card-1"].times == [T0 + 26 * HOUR_MS]
+    replay.offer(make_transaction("b", T0 + 26 * HOUR_MS))  # "a" leaves the duplicate span
+    assert list(replay.windows["card-1"].recent_times) == [T0 + 26 * HOUR_MS]
     features = replay.offer(make_transaction("c", T0 + 25 * HOUR_MS + 30 * MINUTE_MS))
     assert features is not None
     assert features["seconds_since_last_txn"] == 25.5 * 3600
     assert features["txn_count_24h"] == 1  # "b" is after it, "a" out of its window
 
 
-def test_window_bounds_are_open_below_and_closed_above(
+def test_a_window_is_its_last_twelve_tiles(
     payments: Domain, reference: Any, make_transaction: Any
 ) -> None:
+    """5 minutes in tiles of 25 s: an event counts the events of its own tile and the eleven
+    before it, so the far edge is exact to a tile, and its own tile's later events count too."""
+    tile = 25_000
+    assert T0 % tile == 0
     replay = Replay(payments, reference)
     replay.offer(make_transaction("a", T0, amount=1.0))
-    exactly = replay.offer(make_transaction("b", T0 + 5 * MINUTE_MS, amount=2.0))
-    assert exactly is not None
-    assert exactly["txn_count_5m"] == 1  # T0 is not in (T0, T0 + 5m]
-    assert exactly["txn_count_1h"] == 2
-    just_inside = replay.offer(make_transaction("c", T0 + 5 * MINUTE_MS - 1, amount=4.0))
-    assert just_inside is not None
-    assert just_inside["txn_count_5m"] == 2  # a and c; b is later in event time
-    assert just_inside["amount_sum_1h"] == 5.0
-    assert just_inside["seconds_since_last_txn"] == (5 * MINUTE_MS - 1) / 1000
+    twelve_tiles_on = replay.offer(make_transaction("b", T0 + 12 * tile, amount=2.0))
+    assert twelve_tiles_on is not None
+    assert twelve_tiles_on["txn_count_5m"] == 1  # a's tile is the 13th back
+    assert twelve_tiles_on["txn_count_1h"] == 2
+    last_tile_in = replay.offer(make_transaction("c", T0 + 12 * tile - 1, amount=4.0))
+    assert last_tile_in is not None
+    assert last_tile_in["txn_count_5m"] == 2  # a and c; b is in a later tile
+    assert last_tile_in["amount_sum_1h"] == 5.0  # in the first 5-minute tile, with a
+    assert last_tile_in["seconds_since_last_txn"] == (12 * tile - 1) / 1000
+    same_tile_later = replay.offer(make_transaction("d", T0 + 12 * tile - 2_000, amount=1.0))
+    assert same_tile_later is not None
+    assert same_tile_later["txn_count_5m"] == 3  # c is after it, in its tile, arrived before
 
 
 def test_equal_event_times_count_earlier_arrivals_only(
