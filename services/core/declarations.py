@@ -286,8 +286,9 @@ class Domain:
     event_time_field: str = "event_time"
     allowed_lateness: timedelta = timedelta(hours=1)
     # An event whose id an entity's events of this last span of event time carry is a
-    # duplicate; a copy that arrives after its original left the span counts again.
-    duplicate_span: timedelta = timedelta(minutes=10)
+    # duplicate; a copy that arrives after its original left the span counts again. 5 min is
+    # librdkafka's delivery.timeout.ms: the longest a producer retries a record.
+    duplicate_span: timedelta = timedelta(minutes=5)
     max_future: timedelta = timedelta(minutes=10)
     max_past: timedelta = timedelta(days=7)
     monitoring: Monitoring = field(default_factory=Monitoring)

@@ -12,7 +12,7 @@ featurizer run for days at thousands of events a second (docs/benchmarks.md, "A 
 The same tiling as the hops of Chronon's and Tecton's sliding windows.
 
 Besides the tiles, an entity keeps the times and 64-bit id hashes of its events of the last
-``duplicate_span`` (the domain's; 10 minutes by default): an event whose id is among them is a
+``duplicate_span`` (the domain's; 5 minutes by default): an event whose id is among them is a
 duplicate, and seconds-since-last reads the previous event time there. A duplicate that arrives
 after its original left that span is counted again.
 """

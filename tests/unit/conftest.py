@@ -5,7 +5,7 @@ definition, sharing no code with ``services.core.windows``: for an accepted tran
 card c with event time t, over the accepted transactions of c that arrived up to and
 including e whose tile (event time // w, w = ceil(W / 12)) is one of the 12 ending with t's.
 A transaction is a duplicate when an accepted one of its card with the same id has an event
-time within the duplicate span (10 minutes) of the card's newest. The window lengths, the
+time within the duplicate span (5 minutes) of the card's newest. The window lengths, the
 tiling and the bounds are spelled here on purpose (the declaration is checked against the
 schema elsewhere).
 """
@@ -31,7 +31,7 @@ MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 LATENESS_MS = HOUR_MS
-DUPLICATE_SPAN_MS = 10 * MINUTE_MS
+DUPLICATE_SPAN_MS = 5 * MINUTE_MS
 TILES = 12
 BASE_TIME_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
