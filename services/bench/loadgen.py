@@ -3,7 +3,9 @@
 Open loop: event ``i`` of a step is due at ``start + i / rate`` whatever the pipeline does,
 and its ``event_time`` is that due time, not the time it was actually sent. A generator that
 falls behind therefore shows as latency, instead of hiding it (no coordinated omission). The
-events are encoded before the step starts, so encoding costs nothing on the clock.
+events are encoded before the step starts, so encoding costs nothing on the clock. With an
+outcomes topic (the soak), each event's outcome follows it ``label_delay_s`` later, on the same
+schedule: what a team that learns the truth later would publish, for the monitor to join.
 
 One process per step: ``python -m services.bench.loadgen '<StepPlan as JSON>'`` prints one JSON
 line, a ``StepSent``: how many events it sent, when they were due, and how late its last send
@@ -12,11 +14,13 @@ was against the schedule.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import random
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +36,7 @@ LINGER_MS = 5  # librdkafka's default; 1-2 ms makes so many small batches that t
 SEND_SLICE_S = 0.001  # the sender wakes at most this late for the next due event
 ENCODE_HEADROOM_S = 0.5
 ENCODE_S_PER_EVENT = 30e-6
+FRAUD_SHARE = 0.02  # of the outcomes, for the monitor's quality figures
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class StepPlan:
     step: int
     rate: float  # events per second
     seconds: float
+    outcomes_topic: str = ""  # empty: no outcomes
+    label_delay_s: float = 30.0
 
     @classmethod
     def from_json(cls, text: str) -> StepPlan:
@@ -103,23 +110,63 @@ def encoded_events(plan: StepPlan, start_unix_s: float, codec: Codec) -> list[tu
     return events
 
 
+def encoded_outcomes(
+    plan: StepPlan, start_unix_s: float, events: list[tuple[bytes, bytes]], codec: Codec
+) -> list[tuple[bytes, bytes]]:
+    """(key, value) of each event's outcome: observed ``label_delay_s`` after the event."""
+    rng = random.Random(plan.seed * 1_000 + plan.step + 1)  # noqa: S311 -- synthetic, seeded
+    outcomes = []
+    for i, (key, _) in enumerate(events):
+        observed = round((start_unix_s + i / plan.rate + plan.label_delay_s) * 1000)
+        outcome = {
+            "event_id": event_id(plan.run_id, plan.step, i),
+            "is_fraud": rng.random() < FRAUD_SHARE,
+            "observed_at": observed,
+        }
+        outcomes.append((key, codec.encode(outcome)))
+    return outcomes
+
+
+Scheduled = tuple[float, int, str, bytes, bytes]  # due, order, topic, key, value
+
+
+def schedule(
+    plan: StepPlan,
+    start_unix_s: float,
+    events: list[tuple[bytes, bytes]],
+    outcomes: list[tuple[bytes, bytes]],
+) -> Iterable[Scheduled]:
+    """The events at their due times and the outcomes ``label_delay_s`` after theirs, merged."""
+    rate = plan.rate
+    timed = [(start_unix_s + i / rate, i, plan.topic, k, v) for i, (k, v) in enumerate(events)]
+    if not outcomes:
+        return timed
+    delay = start_unix_s + plan.label_delay_s
+    later = [(delay + i / rate, i, plan.outcomes_topic, k, v) for i, (k, v) in enumerate(outcomes)]
+    return heapq.merge(timed, later)
+
+
 def send(
-    producer: Producer, plan: StepPlan, start_unix_s: float, events: list[tuple[bytes, bytes]]
+    producer: Producer,
+    plan: StepPlan,
+    start_unix_s: float,
+    events: list[tuple[bytes, bytes]],
+    outcomes: list[tuple[bytes, bytes]] | None = None,
 ) -> StepSent:
     lag = 0.0
-    for i, (key, value) in enumerate(events):
-        due = start_unix_s + i / plan.rate
+    for due, _, topic, key, value in schedule(plan, start_unix_s, events, outcomes or []):
         wait = due - time.time()
         if wait > SEND_SLICE_S:
             time.sleep(wait)
         while True:
             try:
-                producer.produce(plan.topic, value, key)
+                producer.produce(topic, value, key)
                 break
             except BufferError:
                 producer.poll(0.001)
         producer.poll(0)
-        lag = max(0.0, time.time() - due)
+        if topic == plan.topic:
+            lag = max(0.0, time.time() - due)
     undelivered = producer.flush(30)
     last_due = start_unix_s + (len(events) - 1) / plan.rate
     peak = usage(os.getpid()).peak_rss_mib
@@ -135,9 +182,14 @@ def main(argv: list[str]) -> int:
         {"bootstrap.servers": plan.bootstrap, "linger.ms": LINGER_MS, "acks": "all"}
     )
     # Encoding takes about 15 µs an event: start once it is surely done.
-    start = time.time() + ENCODE_HEADROOM_S + plan.count * ENCODE_S_PER_EVENT
+    records = plan.count * (2 if plan.outcomes_topic else 1)
+    start = time.time() + ENCODE_HEADROOM_S + records * ENCODE_S_PER_EVENT
     events = encoded_events(plan, start, codec)
-    print(json.dumps(asdict(send(producer, plan, start, events))), flush=True)
+    outcomes = []
+    if plan.outcomes_topic:
+        factory = CodecFactory(SchemaStore.from_dir(Path(plan.schemas_dir)))
+        outcomes = encoded_outcomes(plan, start, events, factory.for_topic(plan.outcomes_topic))
+    print(json.dumps(asdict(send(producer, plan, start, events, outcomes))), flush=True)
     return 0
 
 

@@ -1,12 +1,14 @@
 """``streamml bench soak``: the pipeline under a steady load for a long time, watched.
 
 On a fresh local stack (Apache Kafka unless the embedded broker is chosen) the bootstrap model is
-promoted, the featurizer and the scorer start, and the open-loop load generator offers ``rate``
-events/s for ``minutes``. Every ``sample_s`` seconds this records, for each process (broker,
+promoted, the featurizer, the scorer and the monitor start, and the open-loop load generator
+offers ``rate`` events/s for ``minutes``, each event's outcome following it ``LABEL_DELAY_S``
+later. Every ``sample_s`` seconds this records, for each process (broker,
 Redis, the services): resident memory (RSS) and CPU; each consumer group's lag (records behind
 the end of its topics); and the latency percentiles (event time to a read_committed reader's
 receipt) of the predictions that arrived since the last sample. At the end every event is
-accounted for (predicted once, more than once, or missing), and the summary says whether memory
+accounted for (predicted once, more than once, or missing; joined with its outcome by the
+monitor), and the summary says whether memory
 stayed flat after the warm-up (under ``RSS_GROWTH_LIMIT``), the lag stayed bounded and p99 stable.
 """
 
@@ -28,13 +30,16 @@ from services.bench.arrivals import Arrivals
 from services.bench.loadgen import StepPlan
 from services.bench.output import say
 from services.bench.procstat import exited, resident_mib, usage
+from services.bench.scrape import metric_totals
 from services.bench.stats import percentile
-from services.bench.systems import champion, start_system
+from services.bench.systems import OurPipeline, champion
 from services.core.domains import load_domain
 from services.core.errors import StackError
 from services.core.serde import codecs_for
 from services.core.settings import StackSettings
 from services.featurizer.settings import FeaturizerSettings
+from services.monitor.service import group_id as monitor_group
+from services.monitor.settings import MonitorSettings
 from services.scorer.service import group_id as scorer_group
 from services.scorer.settings import ScorerSettings
 from services.stack import local
@@ -44,6 +49,9 @@ TRAIN_EVENTS = 20_000
 DRAIN_S = 60.0
 RSS_GROWTH_LIMIT = 0.10  # after the warm-up: "flat"
 PROGRESS_EVERY_S = 60.0
+LABEL_DELAY_S = 30.0
+SERVICES = ("featurizer", "scorer", "monitor")
+JOINED = "streamml_monitor_joined_total"
 
 
 @dataclass
@@ -68,6 +76,7 @@ class SoakResult:
     predicted: int = 0
     missing: int = 0
     duplicated: int = 0
+    labelled: int = 0  # prediction-outcome pairs the monitor joined
     served_by: dict[str, int] = field(default_factory=dict)  # predictions by who scored them
     samples: list[Sample] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -88,8 +97,8 @@ def run_soak(
     shutil.rmtree(home, ignore_errors=True)
     with local.running_servers(base.model_copy(update={"home": home})) as (settings, state):
         domain = load_domain(settings.features_dir, "payments")
-        model, version = champion(settings, domain, TRAIN_EVENTS, SEED)
-        system = start_system("streamml", settings, home, model, version, {})
+        champion(settings, domain, TRAIN_EVENTS, SEED)  # promoted: the scorer serves it
+        system = OurPipeline(settings, home, {}, SERVICES)
         pids = {
             **system.pids,
             "broker": next(iter(state.broker_pids), 0),
@@ -108,11 +117,16 @@ def run_soak(
             {
                 featurizer: [domain.topics.events, *forwarded],
                 scorer_group(ScorerSettings(), domain): [domain.topics.features],
+                monitor_group(MonitorSettings(), domain): [
+                    domain.topics.predictions,
+                    domain.topics.outcomes,
+                ],
             },
         )
         plan = StepPlan(
             settings.bootstrap, str(settings.schemas_dir), domain.topics.events,
             cards, SEED, run_id, 0, rate, seconds,
+            outcomes_topic=domain.topics.outcomes, label_delay_s=LABEL_DELAY_S,
         )  # fmt: skip
         arrivals.expect(0, plan.count)
         say(
@@ -140,6 +154,7 @@ def run_soak(
             result.predicted, result.duplicated = final.arrived, final.duplicated
             result.served_by = dict(final.served_by)
             result.missing = plan.count - final.arrived
+            result.labelled = _joined(system.metrics_ports["monitor"], plan.count)
         finally:
             arrivals.close()
             lags.close()
@@ -181,6 +196,16 @@ def _watch(
         if now - said >= PROGRESS_EVERY_S:
             said = now
             say(f"soak: {sample.t_s / 60:.0f}/{seconds / 60:.0f} min, {_line(sample)}")
+
+
+def _joined(port: int, expected: int) -> int:
+    """The monitor's joined pairs once they reach ``expected``, or after ``DRAIN_S``."""
+    deadline = time.monotonic() + DRAIN_S
+    while True:
+        joined = int(metric_totals(port, JOINED).get(JOINED, 0))
+        if joined >= expected or time.monotonic() > deadline:
+            return joined
+        time.sleep(1.0)
 
 
 def _percentiles(latencies: list[float]) -> dict[str, float]:
@@ -225,6 +250,7 @@ def summarise(result: SoakResult) -> dict[str, Any]:
         "lag_at_end": after[-1].lag,
         "p99_ms_median_per_quarter": p99_by_quarter,
         "every_event_predicted_once": result.missing == 0 and result.duplicated == 0,
+        "every_event_labelled": result.labelled == result.sent,
         "fallback_share": round(
             result.served_by.get("fallback", 0) / max(1, sum(result.served_by.values())), 5
         ),

@@ -33,9 +33,13 @@ class System(Protocol):
 
 class OurPipeline:
     def __init__(
-        self, settings: StackSettings, home: Path, service_settings: Mapping[str, str]
+        self,
+        settings: StackSettings,
+        home: Path,
+        service_settings: Mapping[str, str],
+        services: tuple[str, ...] = ("featurizer", "scorer"),
     ) -> None:
-        self.metrics_ports = {"featurizer": free_port(), "scorer": free_port()}
+        self.metrics_ports = {name: free_port() for name in services}
         self._processes = {
             name: ServiceProcess(
                 name,

@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 SERVICE = "monitor"
 
 
+def group_id(settings: MonitorSettings, domain: Domain) -> str:
+    return f"{settings.monitor_app_id}.{domain.name}"
+
+
 class Monitor(StoppableLoop):
     def __init__(
         self,
@@ -69,7 +73,7 @@ class Monitor(StoppableLoop):
         self._dlq_codec = codecs.for_topic(topics.outcomes_dlq)
         self._ttl_ms = int(domain.monitoring.join_ttl.total_seconds() * 1000)
         self._tables: dict[int, JoinTable] = {}
-        group = f"{app}.{domain.name}"
+        group = group_id(settings, domain)
         self._consumer = Consumer(consumer_config(settings, group))
         self._producer = TransactionalProducer(
             producer_config(

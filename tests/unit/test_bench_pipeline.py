@@ -5,15 +5,24 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
 from services.bench.arrivals import StepArrivals
-from services.bench.loadgen import StepPlan, event_id, parse_event_id
+from services.bench.loadgen import (
+    StepPlan,
+    encoded_events,
+    encoded_outcomes,
+    event_id,
+    parse_event_id,
+    schedule,
+)
 from services.bench.pipeline import StepResult, SystemResult
 from services.bench.pipeline_report import DOCS_END, DOCS_START, table, throughput_ratio, write_docs
 from services.bench.procstat import exited
 from services.bench.scrape import histogram_mean, metric_totals
 from services.bench.stats import percentile
+from services.core.serde import CodecFactory
 
 
 def step(offered: float, throughput: float, *, kept_up: bool) -> StepResult:
@@ -48,6 +57,34 @@ def test_a_step_plan_survives_its_trip_to_the_generator_process() -> None:
     plan = StepPlan("127.0.0.1:9092", "/s", "payments.transactions", 10, 7, "r", 2, 1_500.0, 4.0)
     assert StepPlan.from_json(plan.to_json()) == plan
     assert plan.count == 6_000
+
+
+def test_each_event_s_outcome_follows_it_by_the_label_delay_in_one_schedule(
+    codecs: CodecFactory,
+) -> None:
+    plan = StepPlan(
+        "127.0.0.1:9092", "/s", "payments.transactions", 10, 7, "r", 0, 100.0, 2.0,
+        outcomes_topic="payments.outcomes", label_delay_s=0.5,
+    )  # fmt: skip
+    assert StepPlan.from_json(plan.to_json()) == plan
+    start = 1_000.0
+    events = encoded_events(plan, start, codecs.for_topic(plan.topic))
+    outcomes = encoded_outcomes(plan, start, events, codecs.for_topic(plan.outcomes_topic))
+    merged = list(schedule(plan, start, events, outcomes))
+    assert [due for due, *_ in merged] == sorted(due for due, *_ in merged)
+    sent = {plan.topic: {}, plan.outcomes_topic: {}}  # event id -> due
+    for due, _, topic, _key, value in merged:
+        record = codecs.for_topic(topic).decode(value)
+        sent[topic][record["event_id"]] = (due, record)
+    events_sent, outcomes_sent = sent[plan.topic], sent[plan.outcomes_topic]
+    assert set(events_sent) == set(outcomes_sent) and len(events_sent) == plan.count
+    for identifier, (due, outcome) in outcomes_sent.items():
+        event_due, event = events_sent[identifier]
+        assert due == pytest.approx(event_due + 0.5)
+        assert outcome["observed_at"] == event["event_time"] + 500
+    assert list(schedule(plan, start, events, [])) == [
+        (start + i / plan.rate, i, plan.topic, k, v) for i, (k, v) in enumerate(events)
+    ]
 
 
 def test_step_arrivals_count_missing_and_duplicated_events() -> None:
