@@ -17,8 +17,9 @@ from services.core.errors import StackError
 from services.core.settings import StackSettings
 from services.stack import tansu
 from services.stack.kafka.cluster import ClusterRequest, kafka_data_dir, start_cluster
-from services.stack.kafka.config import SASL_LISTENER, SCRAM_MECHANISMS, Scram
+from services.stack.kafka.config import PROTOCOLS, SCRAM_MECHANISMS, Scram
 from services.stack.kafka.distribution import JAVA_MIN_MAJOR, find_java, java_major, resolve
+from services.stack.kafka.tls import certificate_path
 from services.stack.processes import LOOPBACK, port_for
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def start_broker(
         jvm_options=tuple(shlex.split(settings.kafka_jvm_options)),
         first_port=port,
         scram=local_scram(settings.kafka_client_config),
+        tls=local_tls(settings.kafka_client_config),
     )
     cluster = start_cluster(request, distribution, detach=detach)
     return StartedBroker(cluster.layout.bootstrap, cluster.processes, cluster.description, False)
@@ -73,16 +75,15 @@ def local_scram(client: dict[str, str]) -> Scram | None:
     """The SCRAM user the local Kafka is started with: the one the clients are configured to
     log in as (``STREAMML_KAFKA_CLIENT_CONFIG``), so one setting secures both ends. None when
     the clients do not use SASL; an error for what the local cluster cannot offer."""
-    protocol = client.get("security.protocol", "PLAINTEXT").upper()
-    if protocol == "PLAINTEXT":
+    protocol = _protocol(client)
+    if not protocol.startswith("SASL_"):
         return None
     mechanism = client.get("sasl.mechanism", "").upper()
-    if protocol != SASL_LISTENER or mechanism not in SCRAM_MECHANISMS:
+    if mechanism not in SCRAM_MECHANISMS:
         raise StackError(
-            f"the local Kafka offers SASL/SCRAM over {SASL_LISTENER} (mechanism one of "
-            f"{', '.join(SCRAM_MECHANISMS)}), not {protocol} {mechanism or '(no mechanism)'}; "
-            "TLS needs certificates this stack does not make. Point STREAMML_KAFKA_BOOTSTRAP "
-            "at a cluster of yours for anything else"
+            f"the local Kafka offers SASL with SCRAM (one of {', '.join(SCRAM_MECHANISMS)}), "
+            f"not {mechanism or '(no sasl.mechanism)'}. Point STREAMML_KAFKA_BOOTSTRAP at a "
+            "cluster of yours for anything else"
         )
     username, password = client.get("sasl.username"), client.get("sasl.password")
     if not username or not password:
@@ -90,12 +91,46 @@ def local_scram(client: dict[str, str]) -> Scram | None:
     return Scram(mechanism, username, password)
 
 
+def local_tls(client: dict[str, str]) -> bool:
+    """Whether the local Kafka's listener takes TLS (``security.protocol`` SSL or SASL_SSL).
+    It makes its own certificate, so the clients' config names none: the stack adds
+    ``ssl.ca.location`` (``client_config``)."""
+    if not _protocol(client).endswith("SSL"):
+        return False
+    given = sorted(k for k in client if k.startswith("ssl.") and k.endswith(".location"))
+    if given:
+        raise StackError(
+            f"the local Kafka makes its own certificate and tells the clients where it is; "
+            f"leave {', '.join(given)} out of STREAMML_KAFKA_CLIENT_CONFIG (or point "
+            "STREAMML_KAFKA_BOOTSTRAP at a cluster of yours, whose certificates you hold)"
+        )
+    return True
+
+
+def client_config(settings: StackSettings) -> dict[str, str]:
+    """The client config for a Kafka this stack started: the user's, plus the certificate to
+    trust when its listener takes TLS."""
+    config = dict(settings.kafka_client_config)
+    if not settings.kafka_bootstrap and local_tls(config):
+        config["ssl.ca.location"] = str(certificate_path(kafka_data_dir(settings.home)))
+    return config
+
+
+def _protocol(client: dict[str, str]) -> str:
+    protocol = client.get("security.protocol", "PLAINTEXT").upper()
+    if protocol not in PROTOCOLS.values():
+        raise StackError(
+            f"security.protocol {protocol!r}: one of {', '.join(sorted(PROTOCOLS.values()))}"
+        )
+    return protocol
+
+
 def _start_embedded(
     settings: StackSettings, *, detach: bool, port: int | None, brokers: int
 ) -> StartedBroker:
-    if local_scram(settings.kafka_client_config) is not None:
+    if _protocol(settings.kafka_client_config) != "PLAINTEXT":
         raise StackError(
-            "the embedded broker has no SASL; SCRAM needs Apache Kafka (a JDK 17+, "
+            "the embedded broker has neither SASL nor TLS; they need Apache Kafka (a JDK 17+, "
             "STREAMML_BROKER=kafka or auto)"
         )
     if brokers != 1:

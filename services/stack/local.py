@@ -21,7 +21,7 @@ from services.core.domains import load_domains
 from services.core.errors import StackError
 from services.core.kafka import create_topics, topic_specs
 from services.core.settings import ENV_PREFIX, STACK_ENV_FILE, StackSettings
-from services.stack.brokers import start_broker
+from services.stack.brokers import client_config, start_broker
 from services.stack.kafka.cluster import KAFKA_DIR, PID_DIR, forget_pids
 from services.stack.processes import LOOPBACK, alive, port_for, stop_pids, stop_processes
 from services.stack.redis_server import REDIS_DIR, start_redis
@@ -130,6 +130,7 @@ def connected(settings: StackSettings, state: StackState) -> StackSettings:
     """The settings with the stack's servers filled in."""
     return settings.model_copy(
         update={
+            "kafka_client_config": client_config(settings),
             "kafka_bootstrap": state.kafka_bootstrap,
             "redis_url": SecretStr(state.redis_url),
             "embedded": state.embedded,
@@ -145,8 +146,9 @@ def write_state(settings: StackSettings, state: StackState) -> Path:
         f"{ENV_PREFIX}REDIS_URL={state.redis_url}",
         f"{ENV_PREFIX}EMBEDDED={'true' if state.embedded else 'false'}",
     ]
-    if settings.kafka_client_config:  # the credentials the stack was started with: owner only
-        lines.append(f"{ENV_PREFIX}KAFKA_CLIENT_CONFIG={json.dumps(settings.kafka_client_config)}")
+    config = client_config(settings)
+    if config:  # the credentials the stack was started with: owner only
+        lines.append(f"{ENV_PREFIX}KAFKA_CLIENT_CONFIG={json.dumps(config)}")
     settings.stack_env_path.touch(mode=0o600)
     settings.stack_env_path.write_text("\n".join(lines) + "\n")
     return settings.stack_env_path

@@ -1,12 +1,15 @@
-"""A secured stack of its own: Apache Kafka with SASL/SCRAM on its brokers' listener (started for
-the user the clients are configured with, ``STREAMML_KAFKA_CLIENT_CONFIG`` by librdkafka's
-names) and a Redis that requires a password (given in the URL). The services run with the
-credentials and the events come out as predictions; clients without them, or with a wrong
-password, are refused; no secret appears in any log or metrics page."""
+"""A secured stack of its own: Apache Kafka with SASL/SCRAM over TLS (SASL_SSL) on its brokers'
+listener, started for the user the clients are configured with (``STREAMML_KAFKA_CLIENT_CONFIG``
+by librdkafka's names) and with a certificate the stack makes, and a Redis that requires a
+password (given in the URL). The services run with the credentials and the events come out as
+predictions; clients without them, with a wrong password, without TLS or without the
+certificate are refused; no secret appears in any log or metrics page."""
 
 from __future__ import annotations
 
 import secrets
+import socket
+import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -44,10 +47,14 @@ class Secured:
     logs: Path
     ports: dict[str, int]
 
-    def client(self, **changes: str) -> dict[str, Any]:
+    def client(self, *, without: tuple[str, ...] = (), **changes: Any) -> dict[str, Any]:
         config: dict[str, Any] = {"bootstrap.servers": self.settings.bootstrap}
         config |= self.settings.kafka_client_config | changes
-        return config
+        return {k: v for k, v in config.items() if k not in without}
+
+    @property
+    def keystore_password(self) -> str:
+        return (self.settings.home / "kafka" / "tls" / "password").read_text().strip()
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +72,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         redis_url=SecretStr(f"redis://:{redis_password}@127.0.0.1:{redis_port}/0"),
         broker="kafka",
         kafka_client_config={
-            "security.protocol": "SASL_PLAINTEXT",
+            "security.protocol": "SASL_SSL",
             "sasl.mechanism": "SCRAM-SHA-256",
             "sasl.username": USER,
             "sasl.password": kafka_password,
@@ -112,19 +119,34 @@ def test_the_services_work_with_the_credentials(secured: Secured) -> None:
     assert predicted >= sent, f"{len(sent - predicted)} of {len(sent)} events not predicted"
 
 
+def test_the_brokers_listener_speaks_tls_with_the_stacks_certificate(secured: Secured) -> None:
+    ca = secured.settings.kafka_client_config["ssl.ca.location"]
+    host, port = secured.settings.bootstrap.split(",")[0].rsplit(":", 1)
+    context = ssl.create_default_context(cafile=ca)
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        names = [value for _, value in tls.getpeercert()["subjectAltName"]]
+        assert "127.0.0.1" in names
+
+
 @pytest.mark.parametrize(
-    "changes",
+    ("changes", "without"),
     [
-        {"security.protocol": "PLAINTEXT"},  # no credentials at all
-        {"sasl.password": "not-the-password"},
+        ({"security.protocol": "PLAINTEXT"}, ()),  # no credentials, no TLS
+        ({"security.protocol": "SASL_PLAINTEXT"}, ()),  # the credentials, without TLS
+        ({"sasl.password": "not-the-password"}, ()),
+        ({}, ("ssl.ca.location",)),  # TLS, but not trusting the stack's certificate
     ],
-    ids=["without credentials", "wrong password"],
+    ids=["without credentials", "without tls", "wrong password", "without the certificate"],
 )
 def test_clients_without_the_credentials_are_refused(
-    secured: Secured, changes: dict[str, str]
+    secured: Secured, changes: dict[str, str], without: tuple[str, ...]
 ) -> None:
     errors: list[str] = []
-    config = secured.client(**changes, error_cb=lambda e: errors.append(str(e)))  # type: ignore[arg-type]
+    config = secured.client(without=without, **changes, error_cb=lambda e: errors.append(str(e)))
     admin = AdminClient(config)
     with pytest.raises(KafkaException) as refused:
         admin.list_topics(timeout=5)
@@ -150,6 +172,6 @@ def test_no_secret_appears_in_any_log_or_metrics_page(secured: Secured) -> None:
     ]
     logs = [path.read_text(errors="replace") for path in secured.logs.glob("*.log")]
     assert len(logs) >= 3  # the services', the broker's, Redis's
-    for secret in (secured.kafka_password, secured.redis_password):
+    for secret in (secured.kafka_password, secured.redis_password, secured.keystore_password):
         for text in pages + logs:
             assert secret not in text

@@ -1,14 +1,15 @@
-"""The local Kafka cluster's configuration and the checks before it starts (no JVM runs here)."""
+"""The local Kafka cluster's configuration and the checks before it starts (no broker runs here)."""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
 
 from services.core.errors import StackError
 from services.core.settings import StackSettings
-from services.stack.brokers import choose_broker, local_scram
+from services.stack.brokers import choose_broker, client_config, local_scram, local_tls
 from services.stack.kafka.cluster import new_cluster_id
 from services.stack.kafka.config import (
     ClusterLayout,
@@ -21,10 +22,12 @@ from services.stack.kafka.config import (
 from services.stack.kafka.distribution import (
     cached_classpath,
     classpath_file,
+    find_java,
     java_major,
     pinned_version,
     require_java,
 )
+from services.stack.kafka.tls import Tls, ensure_certificate
 
 
 def layout(size: int, tmp_path: Path) -> ClusterLayout:
@@ -165,9 +168,10 @@ def test_the_clients_scram_settings_choose_the_local_clusters_user() -> None:
 @pytest.mark.parametrize(
     ("client", "words"),
     [
-        ({**SCRAM_CLIENT, "security.protocol": "SASL_SSL"}, "TLS needs certificates"),
+        ({**SCRAM_CLIENT, "security.protocol": "SASL_SSL", "ssl.ca.location": "/c"}, "own cert"),
         ({**SCRAM_CLIENT, "sasl.mechanism": "PLAIN"}, "SCRAM-SHA-256, SCRAM-SHA-512"),
         ({**SCRAM_CLIENT, "sasl.password": ""}, "sasl.password"),
+        ({**SCRAM_CLIENT, "security.protocol": "TLS"}, "PLAINTEXT, SASL_PLAINTEXT, SASL_SSL, SSL"),
     ],
 )
 def test_what_the_local_cluster_cannot_offer_is_a_clear_error(
@@ -175,6 +179,48 @@ def test_what_the_local_cluster_cannot_offer_is_a_clear_error(
 ) -> None:
     with pytest.raises(StackError, match=words):
         local_scram(client)
+        local_tls(client)
+
+
+def test_ssl_protocols_ask_for_tls_and_the_clients_are_told_the_certificate(
+    tmp_path: Path,
+) -> None:
+    assert not local_tls(SCRAM_CLIENT) and not local_tls({})
+    assert local_tls({"security.protocol": "ssl"})
+    assert local_tls({**SCRAM_CLIENT, "security.protocol": "SASL_SSL"})
+    base = StackSettings(home=tmp_path, kafka_bootstrap=None)
+    tls_client = {**SCRAM_CLIENT, "security.protocol": "SASL_SSL"}
+    started_here = base.model_copy(update={"kafka_client_config": tls_client})
+    told = client_config(started_here)
+    assert told == {**tls_client, "ssl.ca.location": str(tmp_path / "kafka/tls/broker.pem")}
+    theirs = started_here.model_copy(update={"kafka_bootstrap": "kafka.example:9093"})
+    assert client_config(theirs) == tls_client  # their cluster, their certificates
+
+
+def test_with_tls_the_brokers_listener_takes_the_stacks_certificate(tmp_path: Path) -> None:
+    single = layout(1, tmp_path)
+    tls = Tls(tmp_path / "broker.p12", tmp_path / "broker.pem", "kspw")
+    assert "kspw" not in repr(tls)
+    both = ClusterLayout(single.nodes, 4, Scram("SCRAM-SHA-256", "svc", "pw"), tls)
+    props = node_properties(both, both.nodes[0])
+    assert props["listeners"] == "SASL_SSL://127.0.0.1:9001,CONTROLLER://127.0.0.1:9101"
+    assert props["listener.security.protocol.map"] == "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
+    assert props["inter.broker.listener.name"] == "SASL_SSL"
+    assert "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config" in props
+    assert props["ssl.keystore.location"] == str(tls.keystore)
+    assert props["ssl.keystore.password"] == props["ssl.key.password"] == "kspw"
+    assert (props["ssl.truststore.type"], props["ssl.truststore.location"]) == (
+        "PEM",
+        str(tls.certificate),
+    )
+    assert both.client_config["security.protocol"] == "SASL_SSL"
+    assert both.client_config["ssl.ca.location"] == str(tls.certificate)
+    only_tls = ClusterLayout(single.nodes, 4, None, tls)
+    assert node_properties(only_tls, only_tls.nodes[0])["listeners"].startswith("SSL://")
+    assert only_tls.client_config == {
+        "security.protocol": "SSL",
+        "ssl.ca.location": str(tls.certificate),
+    }
 
 
 def test_with_scram_the_brokers_listener_takes_sasl_and_the_controllers_does_not(
@@ -194,3 +240,16 @@ def test_with_scram_the_brokers_listener_takes_sasl_and_the_controllers_does_not
     assert secured.client_config["sasl.mechanism"] == "SCRAM-SHA-512"
     plain = node_properties(single, single.nodes[0])
     assert plain["listeners"].startswith("PLAINTEXT://") and "sasl.enabled.mechanisms" not in plain
+
+
+def test_the_stacks_certificate_is_made_once_for_127_0_0_1_and_kept(tmp_path: Path) -> None:
+    java = find_java(None)
+    assert java is not None, "the local Kafka (and its keytool) needs a JDK"
+    made = ensure_certificate(tmp_path, java)
+    assert made.keystore.stat().st_size > 0
+    assert oct(made.keystore.parent.stat().st_mode & 0o777) == "0o700"
+    pem = made.certificate.read_text()
+    assert pem.startswith("-----BEGIN CERTIFICATE-----")
+    context = ssl.create_default_context(cafile=str(made.certificate))  # a valid trust anchor
+    assert context.cert_store_stats()["x509"] == 1
+    assert ensure_certificate(tmp_path, java) == made  # the same files and password next time

@@ -29,6 +29,7 @@ from services.stack.kafka.config import (
     render_properties,
 )
 from services.stack.kafka.distribution import KafkaDistribution
+from services.stack.kafka.tls import ensure_certificate
 from services.stack.processes import (
     Watched,
     accepts_connections,
@@ -58,6 +59,7 @@ class ClusterRequest:
     jvm_options: tuple[str, ...] = ()
     first_port: int | None = None
     scram: Scram | None = None
+    tls: bool = False  # the brokers' listener takes TLS, with the certificate of ``tls.py``
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,10 @@ def start_cluster(
     """Formats what is new, starts every node, waits until all brokers answer."""
     if not 1 <= request.size <= MAX_NODES:
         raise StackError(f"--brokers must be between 1 and {MAX_NODES}, not {request.size}")
-    layout = ClusterLayout(_nodes(request), request.partitions, request.scram)
+    tls = None
+    if request.tls:
+        tls = ensure_certificate(kafka_data_dir(request.home), distribution.java)
+    layout = ClusterLayout(_nodes(request), request.partitions, request.scram, tls)
     cluster_id = _cluster_id(request.home, request.size)
     log4j = kafka_data_dir(request.home) / "log4j2.properties"
     log4j.write_text(LOG4J2_PROPERTIES)

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.stack.kafka.tls import Tls
+
 LOOPBACK = "127.0.0.1"
 BROKER_LISTENER = "PLAINTEXT"
 CONTROLLER_LISTENER = "CONTROLLER"
@@ -25,7 +27,13 @@ BROKER_HEARTBEAT_MS = 500
 
 
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
-SASL_LISTENER = "SASL_PLAINTEXT"
+# The brokers' listener's protocol, by (SCRAM, TLS): librdkafka's and Kafka's names alike.
+PROTOCOLS = {
+    (False, False): BROKER_LISTENER,
+    (True, False): "SASL_PLAINTEXT",
+    (False, True): "SSL",
+    (True, True): "SASL_SSL",
+}
 
 
 @dataclass(frozen=True)
@@ -77,18 +85,28 @@ class ClusterLayout:
     nodes: tuple[KafkaNode, ...]
     partitions: int
     scram: Scram | None = None
+    tls: Tls | None = None
+
+    @property
+    def protocol(self) -> str:
+        """The brokers' listener's security protocol."""
+        return PROTOCOLS[(self.scram is not None, self.tls is not None)]
 
     @property
     def client_config(self) -> dict[str, str]:
         """What a client of this cluster needs besides ``bootstrap.servers``."""
-        if self.scram is None:
+        if self.protocol == BROKER_LISTENER:
             return {}
-        return {
-            "security.protocol": SASL_LISTENER,
-            "sasl.mechanism": self.scram.mechanism,
-            "sasl.username": self.scram.username,
-            "sasl.password": self.scram.password,
-        }
+        config = {"security.protocol": self.protocol}
+        if self.scram is not None:
+            config |= {
+                "sasl.mechanism": self.scram.mechanism,
+                "sasl.username": self.scram.username,
+                "sasl.password": self.scram.password,
+            }
+        if self.tls is not None:
+            config["ssl.ca.location"] = str(self.tls.certificate)
+        return config
 
     @property
     def size(self) -> int:
@@ -113,10 +131,10 @@ class ClusterLayout:
 
 def node_properties(layout: ClusterLayout, node: KafkaNode) -> dict[str, str]:
     """What one node runs with: its identity and listeners, and the cluster's shared settings.
-    With SCRAM the brokers' listener (clients, and brokers among themselves) takes SASL/SCRAM;
-    the controllers' stays on loopback without it."""
-    scram = layout.scram
-    name = BROKER_LISTENER if scram is None else SASL_LISTENER
+    With SCRAM and/or TLS the brokers' listener (clients, and brokers among themselves) takes
+    them; the controllers' stays on loopback without."""
+    scram, tls = layout.scram, layout.tls
+    name = layout.protocol
     broker = f"{name}://{node.bootstrap}"
     controller = f"{CONTROLLER_LISTENER}://{LOOPBACK}:{node.ports.controller}"
     properties = {
@@ -139,6 +157,15 @@ def node_properties(layout: ClusterLayout, node: KafkaNode) -> dict[str, str]:
             "sasl.enabled.mechanisms": scram.mechanism,
             "sasl.mechanism.inter.broker.protocol": scram.mechanism,
             f"listener.name.{name.lower()}.{scram.mechanism.lower()}.sasl.jaas.config": login,
+        }
+    if tls is not None:
+        properties |= {
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(tls.keystore),
+            "ssl.keystore.password": tls.password,
+            "ssl.key.password": tls.password,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(tls.certificate),
         }
     return properties | shared_properties(layout)
 
