@@ -225,8 +225,11 @@ def _line(sample: Sample) -> str:
 
 
 def summarise(result: SoakResult) -> dict[str, Any]:
-    """RSS growth after the warm-up per process, the lag's peak and end, p99 per quarter."""
-    after = [s for s in result.samples if s.t_s >= result.warm_up_s]
+    """RSS growth after the warm-up per process, the lag's peak and end, p99 per quarter. The
+    warm-up counts from the first prediction: the load generator encodes everything it will send
+    before it starts (minutes, for an hour's events and outcomes)."""
+    began = load_began_s(result)
+    after = [s for s in result.samples if s.t_s >= began + result.warm_up_s]
     if len(after) < 4:
         return {"note": "too few samples after the warm-up to judge"}
     head, tail = after[: max(1, len(after) // 10)], after[-max(1, len(after) // 10) :]
@@ -244,6 +247,7 @@ def summarise(result: SoakResult) -> dict[str, Any]:
     groups = sorted({g for s in after for g in s.lag})
     lag_peak = {g: max(s.lag.get(g, 0) for s in after) for g in groups}
     return {
+        "load_began_s": began,
         "rss_growth_after_warm_up": growth,
         "rss_flat": all(g < RSS_GROWTH_LIMIT for g in growth.values()),
         "lag_peak_after_warm_up": lag_peak,
@@ -255,6 +259,20 @@ def summarise(result: SoakResult) -> dict[str, Any]:
             result.served_by.get("fallback", 0) / max(1, sum(result.served_by.values())), 5
         ),
     }
+
+
+def load_began_s(result: SoakResult) -> float:
+    """When the first predictions came (the sample before the first that counted any)."""
+    samples = result.samples
+    first = next((i for i, s in enumerate(samples) if s.predicted > 0), 0)
+    return samples[first - 1].t_s if first > 0 else 0.0
+
+
+def read_json(path: Path) -> SoakResult:
+    """A soak's result as ``write_json`` wrote it (to summarise or plot it again)."""
+    data = json.loads(path.read_text())
+    samples = [Sample(**sample) for sample in data.pop("samples")]
+    return SoakResult(**data, samples=samples)
 
 
 def _mean(values: list[float]) -> float:
@@ -341,7 +359,8 @@ def plot(result: SoakResult, path: Path) -> None:
             axis.plot(minutes, [_panel(s, title).get(name) for s in result.samples], label=name)
         axis.set_ylabel(title)
         axis.legend(fontsize=7, loc="upper left")
-        axis.axvline(result.warm_up_s / 60, color="grey", linestyle=":", linewidth=1)
+        warm = load_began_s(result) + result.warm_up_s
+        axis.axvline(warm / 60, color="grey", linestyle=":", linewidth=1)
     axes[-1].set_xlabel("minutes")
     figure.suptitle(
         f"soak: {result.rate:,.0f} events/s for {result.minutes:g} min on {result.broker}"

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.bench.soak import Sample, SoakResult, plot, summarise, write_json
+from services.bench.soak import Sample, SoakResult, plot, read_json, summarise, write_json
 
 
-def result(rss_at: list[float], lag_at: list[int], p99_at: list[float]) -> SoakResult:
+def result(
+    rss_at: list[float], lag_at: list[int], p99_at: list[float], idle: int = 0
+) -> SoakResult:
+    """Samples every 5 s; the first ``idle`` ones before any prediction (the load generator
+    still encoding)."""
     made = SoakResult(minutes=1, rate=1000, sample_s=5, warm_up_s=10, broker="kafka", cards=100)
     for i, (rss, lag, p99) in enumerate(zip(rss_at, lag_at, p99_at, strict=True)):
         made.samples.append(
@@ -17,7 +21,7 @@ def result(rss_at: list[float], lag_at: list[int], p99_at: list[float]) -> SoakR
                 cpu_percent={"scorer": 20.0, "featurizer": 30.0},
                 lag={"scorer-group": lag},
                 latency_ms={"p50": 20.0, "p95": 40.0, "p99": p99, "max": 90.0},
-                predicted=5000 * (i + 1),
+                predicted=max(0, 5000 * (i + 1 - idle)),
             )
         )
     return made
@@ -32,6 +36,16 @@ def test_memory_that_keeps_growing_after_the_warm_up_is_not_flat() -> None:
     summary = summarise(leaking)
     assert summary["rss_flat"] is False
     assert summary["rss_growth_after_warm_up"]["scorer"] > 0.1
+
+
+def test_the_warm_up_counts_from_the_first_prediction() -> None:
+    """Four idle samples while the generator encodes, then the load: memory that grows as the
+    load begins is the warm-up's, not growth after it."""
+    rss = [50.0] * 4 + [70.0] + [100.0] * 21
+    summary = summarise(result(rss, [0] * 26, [50.0] * 26, idle=4))
+    assert summary["load_began_s"] == 15.0  # the sample before the first prediction
+    assert summary["rss_growth_after_warm_up"]["scorer"] == 0.0
+    assert summarise(result(rss, [0] * 26, [50.0] * 26))["rss_flat"] is False  # from t = 0
 
 
 def test_lag_and_p99_are_summarised_after_the_warm_up() -> None:
@@ -55,4 +69,5 @@ def test_the_json_and_the_plot_are_written(tmp_path: Path) -> None:
     write_json(made, tmp_path / "soak.json")
     plot(made, tmp_path / "soak.png")
     assert '"samples"' in (tmp_path / "soak.json").read_text()
+    assert read_json(tmp_path / "soak.json") == made
     assert (tmp_path / "soak.png").read_bytes()[:4] == b"\x89PNG"
