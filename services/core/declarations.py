@@ -40,7 +40,8 @@ class Entity:
 
 @dataclass(frozen=True)
 class Feature:
-    """One windowed aggregate of one entity: over events with event time in (t - window, t]."""
+    """One windowed aggregate of one entity: over its events of the last ``window`` before t,
+    counted by tiles (``services/core/windows.py``)."""
 
     name: str
     entity: str

@@ -27,6 +27,7 @@ from services.core.declarations import Aggregation, Domain, Feature
 from services.core.errors import ConfigError
 from services.core.labelled import ONLINE_FEATURES_FIELD
 from services.core.topics import schema_subject
+from services.core.windows import TILES_PER_WINDOW
 
 Schema = dict[str, Any]
 
@@ -352,7 +353,11 @@ def _feature_doc(domain: Domain, feature: Feature, noun: str) -> str:
         return f"Seconds since the {entity}'s latest earlier {noun}; null for its first."
     events = domain.events_name.replace("_", " ")
     window = "" if feature.window is None else window_text(feature.window)
-    scope = f"{entity}'s {events} with event time in (t-{window}, t]."
+    tile = "" if feature.window is None else window_text(feature.window / TILES_PER_WINDOW)
+    scope = (
+        f"{entity}'s {events} in the last {window}: those in t's {tile} tile and the "
+        f"{TILES_PER_WINDOW - 1} before it."
+    )
     if feature.aggregation is Aggregation.COUNT:
         return scope[0].upper() + scope[1:]
     what = {

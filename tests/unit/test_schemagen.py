@@ -128,9 +128,12 @@ def test_feature_types_follow_the_aggregation(payments: Domain, schemas_dir: Pat
     assert out["seconds_since_last_txn"]["type"] == ["null", "double"]
     assert out["seconds_since_last_txn"]["default"] is None
     assert "default" not in out["x_count"]
-    assert out["x_count"]["doc"] == "Card's transactions with event time in (t-7m, t]."
+    assert out["x_count"]["doc"] == (
+        "Card's transactions in the last 7m: those in t's 35s tile and the 11 before it."
+    )
     assert out["x_max"]["doc"] == (
-        "Largest amount over the card's transactions with event time in (t-7m, t]."
+        "Largest amount over the card's transactions in the last 7m: those in t's 35s tile and "
+        "the 11 before it."
     )
     assert "merchant_txn_count_1h" not in out  # not in the vector, so not in the schema
 
