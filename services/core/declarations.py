@@ -204,6 +204,10 @@ class Monitoring:
     # The most events each partition of the join holds at once (about 1 KiB each); past it the
     # oldest leave early, as if their TTL had passed, and are counted as evicted.
     join_max_entries: int = 1_000_000
+    # How long, in event time, a joined event's marker keeps copies of its parts from joining
+    # again: as long as a producer retries a record (librdkafka's delivery.timeout.ms). Kept
+    # for the whole join_ttl, the markers held about 0.7 KB per event for 24 h.
+    done_ttl: timedelta = timedelta(minutes=5)
     # Quality is also measured per band of these vector fields (payments: amount bands).
     segments: tuple[Segment, ...] = ()
     # The sliding window of quality figures: the latest this many pairs of each version.
@@ -217,6 +221,8 @@ class Monitoring:
             raise ValueError("quality_window_pairs must be at least 1")
         if self.join_ttl <= timedelta(0):
             raise ValueError(f"join_ttl must be positive, not {self.join_ttl}")
+        if self.done_ttl <= timedelta(0):
+            raise ValueError(f"done_ttl must be positive, not {self.done_ttl}")
         if self.join_max_entries < 1:
             raise ValueError(f"join_max_entries must be at least 1, not {self.join_max_entries}")
 

@@ -72,6 +72,7 @@ class Monitor(StoppableLoop):
         self._labelled_codec = codecs.for_topic(topics.labelled)
         self._dlq_codec = codecs.for_topic(topics.outcomes_dlq)
         self._ttl_ms = int(domain.monitoring.join_ttl.total_seconds() * 1000)
+        self._done_ttl_ms = int(domain.monitoring.done_ttl.total_seconds() * 1000)
         self._tables: dict[int, JoinTable] = {}
         group = group_id(settings, domain)
         self._consumer = Consumer(consumer_config(settings, group))
@@ -250,15 +251,17 @@ class Monitor(StoppableLoop):
             self._settings.monitor_restore_timeout_s,
         )
         for (_, number), records in logs.items():
-            table = self._tables[number] = JoinTable(
-                self._ttl_ms, self._domain.monitoring.join_max_entries
-            )
+            table = self._tables[number] = self._new_table()
             table.restore(self._change_of(k, v) for k, v in records)
             log.info("join state [%d]: %d entries restored", number, len(table))
         if numbers:
             log.info(
                 "restored %d partitions in %.2f s", len(numbers), time.perf_counter() - started
             )
+
+    def _new_table(self) -> JoinTable:
+        monitoring = self._domain.monitoring
+        return JoinTable(self._ttl_ms, monitoring.join_max_entries, self._done_ttl_ms)
 
     def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]

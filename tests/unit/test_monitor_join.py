@@ -131,3 +131,29 @@ def test_a_bound_reached_by_joined_events_evicts_done_markers_as_evicted_only() 
     assert len(table) == 10
     assert (expired.unlabelled, expired.unmatched, expired.joined) == (0, 0, [])
     assert expired.evicted == 40
+
+
+def test_done_markers_leave_after_their_own_ttl_so_the_table_stays_small() -> None:
+    """A day of joins at a steady rate: the table holds the done markers of the last
+    ``done_ttl`` and no more, its time heap does not keep the joined events' items, a copy
+    within the span is a duplicate, and the changelog restores the same markers."""
+    done_ttl = 5 * 60_000
+    table = JoinTable(TTL_MS, done_ttl_ms=done_ttl)
+    log: list[Change] = []
+    step = 1_000  # one event a second of event time
+    for i in range(20_000):
+        for p in parts_of(f"e{i}", i * step):
+            table.add(p)
+        table.expire()
+        log += table.drain_changes()
+        assert len(table) <= done_ttl // step + 70  # the outcome's minute, and a second's slack
+    assert len(table._by_time) <= 2 * len(table._entries) + 1_024
+    newest = parts_of("e19999", 19_999 * step)
+    assert table.add(newest[0]) is None and table.duplicates == 1  # within the span
+    restored = JoinTable(TTL_MS, done_ttl_ms=done_ttl)
+    restored.restore(log)
+    assert len(restored) == len(table)
+    held = len(restored)
+    copy = part("e19000", Kind.PREDICTION, 19_000 * step)  # its marker left: the copy waits
+    assert restored.add(copy) is None
+    assert (restored.duplicates, len(restored)) == (0, held + 1)
