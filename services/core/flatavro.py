@@ -239,7 +239,12 @@ class _Generator:
             for field in t["fields"]:
                 name = field["name"]
                 inner, where = self._var(), f"{path}.{name}" if path else name
-                out += [f"{pad}name = {where!r}", f"{pad}{inner} = {v}[{name!r}]"]
+                out.append(f"{pad}name = {where!r}")
+                if "default" in field:  # fastavro writes a missing field's default too
+                    default = self._const(field["default"])
+                    out.append(f"{pad}{inner} = {v}.get({name!r}, {default})")
+                else:
+                    out.append(f"{pad}{inner} = {v}[{name!r}]")
                 self._encode(field["type"], inner, where, pad, out)
         elif kind == "enum":
             codes = {symbol: long_bytes(i) for i, symbol in enumerate(t["symbols"])}

@@ -51,6 +51,8 @@ MINUTE_MS = 60_000
 TRIPS_10M_MS = 10 * MINUTE_MS
 HOUR_MS = 60 * MINUTE_MS
 LATENESS_MS = 30 * MINUTE_MS
+DUPLICATE_SPAN_MS = 5 * MINUTE_MS  # the default
+TILES = 12  # a window is the last 12 tiles of a twelfth of it
 FEATURE_NAMES = (
     "trips_10m",
     "fare_sum_1h",
@@ -106,7 +108,9 @@ class ReferenceRides:
     """The rides features by brute force over every accepted trip of a driver, in arrival order.
 
     For an accepted trip e of driver d with pickup time t: over d's accepted trips that arrived
-    up to and including e with pickup time in (t - W, t].
+    up to and including e whose tile (pickup time // (W / 12)) is one of the 12 ending with
+    t's. A retry is a trip whose id an accepted trip of the driver has within the duplicate
+    span (5 minutes) of the driver's newest pickup time.
     """
 
     def __init__(self) -> None:
@@ -116,31 +120,53 @@ class ReferenceRides:
         """The trip's features, or None when it is a retry or late."""
         history = self.accepted[trip["driver_id"]]
         t = trip["pickup_time"]
-        if any(s.trip_id == trip["trip_id"] for s in history):
+        newest = max((s.time_ms for s in history), default=None)
+        if newest is not None and any(
+            s.trip_id == trip["trip_id"] and s.time_ms > newest - DUPLICATE_SPAN_MS for s in history
+        ):
             return None
-        if history and t < max(s.time_ms for s in history) - LATENESS_MS:
+        if newest is not None and t < newest - LATENESS_MS:
             return None
-        earlier = [s.time_ms for s in history if s.time_ms <= t]
+        previous = _previous(history, newest, t)
         history.append(Seen(trip["trip_id"], t, trip["fare"], trip["distance_km"]))
-        return self._features(history, t, earlier)
+        return self._features(history, t, previous)
 
     def latest(self, driver: str) -> dict[str, Any]:
         """What the online store holds: as of the driver's newest trip, over every accepted
         trip, including ones that arrived after the newest (out of order)."""
         history = self.accepted[driver]
         t = max(s.time_ms for s in history)
-        return self._features(history, t, [s.time_ms for s in history if s.time_ms < t])
+        recent = sorted(s.time_ms for s in history if s.time_ms > t - DUPLICATE_SPAN_MS)
+        gone = [s.time_ms for s in history if s.time_ms <= t - DUPLICATE_SPAN_MS]
+        previous = recent[-2] if len(recent) > 1 else max(gone, default=None)
+        return self._features(history, t, previous)
 
     @staticmethod
-    def _features(history: list[Seen], t: int, earlier: list[int]) -> dict[str, Any]:
-        hour = [s for s in history if t - HOUR_MS < s.time_ms <= t]
+    def _features(history: list[Seen], t: int, previous: int | None) -> dict[str, Any]:
+        def within(window_ms: int) -> list[Seen]:
+            width = -(-window_ms // TILES)
+            return [s for s in history if 0 <= t // width - s.time_ms // width < TILES]
+
+        hour = within(HOUR_MS)
         return {
-            "trips_10m": sum(1 for s in history if t - TRIPS_10M_MS < s.time_ms <= t),
+            "trips_10m": len(within(TRIPS_10M_MS)),
             "fare_sum_1h": sum(s.fare for s in hour),
             "fare_mean_1h": sum(s.fare for s in hour) / len(hour),
             "distance_max_1h": max(s.distance_km for s in hour),
-            "seconds_since_last_trip": (t - max(earlier)) / 1000.0 if earlier else None,
+            "seconds_since_last_trip": None if previous is None else (t - previous) / 1000.0,
         }
+
+
+def _previous(earlier: list[Seen], newest: int | None, t: int) -> int | None:
+    """The latest earlier pickup at or before t within the duplicate span, else the latest
+    outside it if that is not after t."""
+    if newest is None:
+        return None
+    recent = [s.time_ms for s in earlier if newest - DUPLICATE_SPAN_MS < s.time_ms <= t]
+    if recent:
+        return max(recent)
+    gone = [s.time_ms for s in earlier if s.time_ms <= newest - DUPLICATE_SPAN_MS]
+    return max(gone) if gone and max(gone) <= t else None
 
 
 def assert_features_equal(actual: dict[str, Any], expected: dict[str, Any], what: str) -> None:
@@ -191,14 +217,16 @@ class Sent:
     good: list[dict[str, Any]]
     expected: dict[str, dict[str, Any]]  # trip_id -> its features
     latest: dict[str, dict[str, Any]]  # driver_id -> its online row: as of its newest trip
-    retry: dict[str, Any]
+    retry: dict[str, Any]  # of a driver's newest trip: within the duplicate span, dropped
+    stale_copy: dict[str, Any]  # of an early trip, sent at the end: 30+ min behind, late
     bad_fare: dict[str, Any]
     late: dict[str, Any]
 
 
 @pytest.fixture(scope="module")
 def sent(rides_stack: StackSettings, rides_services: list[ServiceProcess]) -> Sent:
-    """160 trips of 8 drivers in 40 min, up to 8 min out of order; a retry, a bad and a late one."""
+    """160 trips of 8 drivers in 40 min, up to 8 min out of order; a retry, a bad and a late one,
+    and a copy of an early trip sent after all the others (late by then)."""
     rng = random.Random(20)
     run = uuid.uuid4().hex[:8]
     drivers = [f"itest-driver-{i}" for i in range(8)]
@@ -215,7 +243,8 @@ def sent(rides_stack: StackSettings, rides_services: list[ServiceProcess]) -> Se
         }
         for i in range(160)
     ]
-    retry = dict(good[20])
+    retry = dict(max((t for t in good if t["driver_id"] == drivers[1]), key=_pickup))
+    stale_copy = dict(good[20])
     bad_fare = {**good[30], "trip_id": f"trip-{run}-bad", "fare": -3.0}
     newest_of_0 = max(t["pickup_time"] for t in good if t["driver_id"] == drivers[0])
     late = {
@@ -226,15 +255,20 @@ def sent(rides_stack: StackSettings, rides_services: list[ServiceProcess]) -> Se
     }
     reference = ReferenceRides()
     expected: dict[str, dict[str, Any]] = {}
-    for trip in [*good, retry, late]:
+    for trip in [*good, retry, stale_copy, late]:
         features = reference.offer(trip)
         if features is not None:
             expected[trip["trip_id"]] = features
-    assert set(expected) == {t["trip_id"] for t in good}  # the retry and the late one are not
-    items = [(t["driver_id"].encode(), TRIPS.encode(t)) for t in [*good, retry, bad_fare, late]]
+    assert set(expected) == {t["trip_id"] for t in good}  # the copies and the late one are not
+    sending = [*good, retry, stale_copy, bad_fare, late]
+    items = [(t["driver_id"].encode(), TRIPS.encode(t)) for t in sending]
     publish(rides_stack, "rides.trips", items)
     latest = {driver: reference.latest(driver) for driver in {t["driver_id"] for t in good}}
-    return Sent(good, expected, latest, retry, bad_fare, late)
+    return Sent(good, expected, latest, retry, stale_copy, bad_fare, late)
+
+
+def _pickup(trip: dict[str, Any]) -> int:
+    return int(trip["pickup_time"])
 
 
 def test_every_trip_gets_exactly_one_prediction_keyed_by_its_driver(
@@ -294,14 +328,21 @@ def test_bad_and_late_trips_go_to_the_dead_letter_topic(
     rides_stack: StackSettings, sent: Sent
 ) -> None:
     reader = KeyedReader(rides_stack, "rides.trips.dlq", DEAD_LETTERS)
-    reader.read_records(lambda records: len(records) >= 2, 60)
+    reader.read_records(lambda records: len(records) >= 3, 60)
     letters = [letter for _, letter in reader.settle_records(1.0)]
     reader.close()
     reasons = {TRIPS.decode(x["original_value"])["trip_id"]: x for x in letters}
-    assert set(reasons) == {sent.bad_fare["trip_id"], sent.late["trip_id"]}
+    assert set(reasons) == {
+        sent.bad_fare["trip_id"],
+        sent.late["trip_id"],
+        sent.stale_copy["trip_id"],
+    }
     assert reasons[sent.bad_fare["trip_id"]]["reason"] == "check_failed"
     assert "fare" in reasons[sent.bad_fare["trip_id"]]["detail"]
     assert reasons[sent.late["trip_id"]]["reason"] == "late"
+    # A copy that comes after its driver moved 30+ minutes on is late, not a duplicate: the
+    # featurizer recognises copies within its duplicate span (5 minutes) only.
+    assert reasons[sent.stale_copy["trip_id"]]["reason"] == "late"
     assert all(x["source_topic"] == "rides.trips" for x in letters)
 
 

@@ -129,6 +129,18 @@ def test_nested_records_enums_and_nullable_records_round_trip() -> None:
         encode({"kind": "a", "inner": None, "also": {"s": "", "b": b"", "i": "x"}})
 
 
+def test_a_missing_field_with_a_default_is_written_with_it_as_fastavro_does(
+    schema_store: SchemaStore,
+) -> None:
+    schema = schema_store.current("payments.predictions").parsed
+    codec = compile_codec(schema, "payments.predictions")
+    assert codec is not None
+    record = next(iter(generate_many(schema, 1)))
+    del record["online_features"]  # a scorer that read no online features leaves it out
+    assert codec[0](record) == fastavro_bytes(schema, record)
+    assert codec[1](codec[0](record), 0)["online_features"] is None
+
+
 def test_schemas_it_does_not_cover_are_left_to_fastavro() -> None:
     record_map = {"type": "map", "values": "double"}
     mapped = {"type": "record", "name": "M", "fields": [{"name": "m", "type": record_map}]}
