@@ -168,7 +168,7 @@ class EntityWindow:
 
 
 class Resolution(NamedTuple):
-    """The tiles of one window length: their width, and how many a tile layout statistic."""
+    """The tiles of one window length: their width, and how many below the newest's are kept."""
 
     width_ms: int
     keep_tiles: int  # tiles kept below the newest's: a window, plus the lateness
