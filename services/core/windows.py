@@ -125,7 +125,10 @@ class EntityWindow:
 
     def has(self, event_id: str) -> bool:
         """Whether an event of this id is in the duplicate span (key entities only)."""
-        return event_hash(event_id) in self.checked_ids
+        return self.has_hash(event_hash(event_id))
+
+    def has_hash(self, id_hash: int) -> bool:
+        return id_hash in self.checked_ids
 
     def is_late(self, time_ms: int, lateness_ms: int) -> bool:
         return self.newest_ms is not None and time_ms < self.newest_ms - lateness_ms
@@ -242,19 +245,31 @@ class EntityAggregator:
         return 1 + len(self._sums[resolution]) + len(self._maxima[resolution])
 
     def add(
-        self, window: EntityWindow, event_id: str, time_ms: int, event: Mapping[str, Any]
+        self,
+        window: EntityWindow,
+        event_id: str,
+        time_ms: int,
+        event: Mapping[str, Any],
+        id_hash: int | None = None,
     ) -> FeatureValues:
-        """Adds an accepted event and returns the entity's features as of that event."""
+        """Adds an accepted event and returns the entity's features as of that event
+        (``id_hash``: its ``event_hash``, when the caller has it already)."""
         previous = window.previous_time(time_ms)
-        self.count(window, event_id, time_ms, event)
+        self.count(window, event_id, time_ms, event, id_hash)
         return self.features_at(window, time_ms, previous)
 
     def count(
-        self, window: EntityWindow, event_id: str, time_ms: int, event: Mapping[str, Any]
+        self,
+        window: EntityWindow,
+        event_id: str,
+        time_ms: int,
+        event: Mapping[str, Any],
+        id_hash: int | None = None,
     ) -> None:
         """Adds an accepted event without computing its own features (see ``latest``)."""
         values = self._values(event)
-        id_hash = event_hash(event_id)
+        if id_hash is None:
+            id_hash = event_hash(event_id)
         window.remember(id_hash, time_ms, checked=self.checks_duplicates)
         if id_hash not in window.journal:  # else dropped since: its record is live
             window.new_ids.add(id_hash)

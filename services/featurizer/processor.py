@@ -17,7 +17,7 @@ from services.core.deadletter import SourcePosition, dead_letter
 from services.core.declarations import Domain
 from services.core.errors import SerializationError
 from services.core.serde import Codec, Record
-from services.core.windows import EntityAggregator, EntityWindow, FeatureValues
+from services.core.windows import EntityAggregator, EntityWindow, FeatureValues, event_hash
 
 SERVICE = "featurizer"
 
@@ -137,7 +137,8 @@ class EventProcessor:
         event_id = str(event[self._event_id_field])
         t = int(event[self._time_field])
         window = store.get(key) or EntityWindow()
-        if window.has(event_id):
+        id_hash = event_hash(event_id)  # once: the duplicate check and the state both key on it
+        if window.has_hash(id_hash):
             return Duplicate(event_id)
         if window.is_late(t, self._lateness_ms):
             return reject(
@@ -146,7 +147,7 @@ class EventProcessor:
                 f"accepted event time {window.max_time} of {domain.key_field}={key}",
             )
         newest = window.newest_ms is None or t >= window.newest_ms  # ties: arrival order
-        features = self._aggregator.add(window, event_id, t, event)
+        features = self._aggregator.add(window, event_id, t, event, id_hash)
         store.put(key, window)
         return Accepted(key, t, self._vector(event, features), features, newest)
 
