@@ -29,7 +29,11 @@ class ScorerSettings(StackSettings):
         description="Stable per instance (default: the host name, unique per container): "
         "names its transactional producer. Two instances on one host need their own.",
     )
-    scorer_dedup_capacity: int = Field(default=1_000_000, ge=1, description="Recent event ids kept")
+    scorer_dedup_capacity: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Recent event ids kept (24 bytes each, allocated when the scorer starts)",
+    )
     scorer_dedup_lookback_s: int = Field(
         default=86_400,
         ge=0,

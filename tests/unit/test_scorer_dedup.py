@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,41 @@ def test_recent_ids_forget_the_oldest_first() -> None:
     assert all(event_id in ids for event_id in ("b", "c", "d"))
     ids.add("b")  # already there: nothing forgotten
     assert len(ids) == 3 and "b" in ids
+
+
+@pytest.mark.parametrize(("capacity", "seed"), [(1, 0), (3, 1), (7, 2), (64, 3), (1_000, 4)])
+def test_recent_ids_behave_as_an_ordered_set_of_the_newest(capacity: int, seed: int) -> None:
+    # Small tables wrap and collide often: every probe, shift-back and eviction path is driven
+    # far past the capacity and checked against the plain reading of the contract.
+    rng = random.Random(seed)
+    ids, reference = RecentIds(capacity), OrderedDict[str, None]()
+    universe = [f"evt-{n}" for n in range(capacity * 3 + 2)]
+    for _ in range(capacity * 40 + 200):
+        event_id = rng.choice(universe)
+        assert (event_id in ids) == (event_id in reference)
+        ids.add(event_id)
+        if event_id not in reference:
+            reference[event_id] = None
+            if len(reference) > capacity:
+                reference.popitem(last=False)
+        assert len(ids) == len(reference)
+    assert [event_id for event_id in universe if event_id in ids] == [
+        event_id for event_id in universe if event_id in reference
+    ]
+
+
+def test_recent_ids_take_their_whole_memory_at_the_start() -> None:
+    ids = RecentIds(1_000)
+    before = ids.nbytes
+    assert before == (2_048 + 1_000) * 8  # table at most half full, plus the ring
+    for n in range(5_000):
+        ids.add(f"evt-{n}")
+    assert ids.nbytes == before and len(ids) == 1_000
+
+
+def test_recent_ids_refuse_a_capacity_below_one() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        RecentIds(0)
 
 
 @pytest.mark.parametrize(
