@@ -8,7 +8,11 @@ from services.bench.soak import Sample, SoakResult, plot, read_json, summarise, 
 
 
 def result(
-    rss_at: list[float], lag_at: list[int], p99_at: list[float], idle: int = 0
+    rss_at: list[float],
+    lag_at: list[int],
+    p99_at: list[float],
+    idle: int = 0,
+    broker_at: list[float] | None = None,
 ) -> SoakResult:
     """Samples every 5 s; the first ``idle`` ones before any prediction (the load generator
     still encoding)."""
@@ -17,7 +21,11 @@ def result(
         made.samples.append(
             Sample(
                 t_s=5.0 * i,
-                rss_mib={"scorer": rss, "featurizer": 100.0},
+                rss_mib={
+                    "scorer": rss,
+                    "featurizer": 100.0,
+                    "broker": (broker_at or [400.0] * len(rss_at))[i],
+                },
                 cpu_percent={"scorer": 20.0, "featurizer": 30.0},
                 lag={"scorer-group": lag},
                 latency_ms={"p50": 20.0, "p95": 40.0, "p99": p99, "max": 90.0},
@@ -36,6 +44,13 @@ def test_memory_that_keeps_growing_after_the_warm_up_is_not_flat() -> None:
     summary = summarise(leaking)
     assert summary["rss_flat"] is False
     assert summary["rss_growth_after_warm_up"]["scorer"] > 0.1
+
+
+def test_the_broker_and_redis_are_recorded_but_not_judged() -> None:
+    heap_filling = [400.0 + 10 * i for i in range(22)]
+    summary = summarise(result([100.0] * 22, [0] * 22, [50.0] * 22, broker_at=heap_filling))
+    assert summary["rss_growth_after_warm_up"]["broker"] > 0.1
+    assert summary["rss_flat"] is True and summary["rss_judged"] == ["featurizer", "scorer"]
 
 
 def test_the_warm_up_counts_from_the_first_prediction() -> None:
