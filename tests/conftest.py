@@ -17,6 +17,8 @@ OWN_SERVERS_MODULES = frozenset(
         "test_broker_loss.py",
         "test_faults.py",
         "test_kafka_stack.py",
+        "test_monitor.py",  # on the session stack, but long: it evens the two halves out
+        "test_observability.py",
         "test_secured.py",
         "test_stack_cli.py",
     }
