@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-TARGETS = ("avro", "http")
+TARGETS = ("avro", "http", "v2")
 SEEDS_DIR = Path(__file__).resolve().parents[2] / "tests" / "fuzz"
 # The code under test, instrumented for coverage as it is imported (instrumenting every loaded
 # function, torch's included, took over five minutes).

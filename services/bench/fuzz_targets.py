@@ -75,19 +75,42 @@ class _Summing:
         return result
 
 
-def http_target(schemas_dir: Path, domain: Domain) -> Callable[[bytes], None]:
+def _scoring_api(schemas_dir: Path, domain: Domain) -> ScoringApi:
     from prometheus_client import CollectorRegistry
 
     champion = Serving(_Summing(domain.model_inputs), domain.model_name, "1", "champion", "onnx")
     scorer = VectorScorer(domain, 0.5, None, ModelCaller(0))
     spec = VectorSpec.for_domain(domain, schemas_dir)
-    api = ScoringApi(_Service(scorer, Lineup(champion)), spec, CollectorRegistry())
-    target = f"/v1/score/{domain.name}"
+    return ScoringApi(_Service(scorer, Lineup(champion)), spec, CollectorRegistry())
+
+
+def _checked(status: int, body: bytes) -> None:
+    assert status < 500, (status, body[:500])
+    json.loads(body)
+
+
+def http_target(schemas_dir: Path, domain: Domain) -> Callable[[bytes], None]:
+    """``POST /v1/score/{domain}``'s body."""
+    api = _scoring_api(schemas_dir, domain)
 
     def one(data: bytes) -> None:
-        response = api.handle("POST", target, data)
-        assert response.status < 500, (response.status, response.body[:500])
-        json.loads(response.body)
+        response = api.score(domain.name, data)
+        _checked(response.status, response.body)
+
+    return one
+
+
+def v2_target(schemas_dir: Path, domain: Domain) -> Callable[[bytes], None]:
+    """``POST /v2/models/{domain}/infer``'s body: JSON, or (input starting ``B`` and a length
+    byte) a JSON header of that length and binary tensors."""
+    api = _scoring_api(schemas_dir, domain)
+
+    def one(data: bytes) -> None:
+        header_length = None
+        if data[:1] == b"B" and len(data) > 1:
+            header_length, data = str(data[1]), data[2:]
+        response = api.v2_infer(domain.name, data, header_length)
+        _checked(response.status, response.body)
 
     return one
 
@@ -100,4 +123,6 @@ def target_of(name: str) -> Callable[[bytes], None]:
         return avro_target(SchemaStore.from_dir(schemas_dir), domain)
     if name == "http":
         return http_target(schemas_dir, domain)
-    raise ValueError(f"unknown fuzz target {name!r}: avro or http")
+    if name == "v2":
+        return v2_target(schemas_dir, domain)
+    raise ValueError(f"unknown fuzz target {name!r}: avro, http or v2")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from services.bench.fuzz import TARGETS as FUZZ_TARGETS
 from services.bench.output import report
 from services.core.errors import ConfigError
 from services.core.settings import StackSettings
@@ -105,8 +106,10 @@ def _register_long_runs(targets: Any) -> None:
     soak.add_argument("--cards", type=int, default=10_000)
     soak.add_argument("--out", type=Path, default=Path(".streamml/bench/soak.json"))
     soak.set_defaults(handler=cmd_soak)
-    fuzz = targets.add_parser("fuzz", help="atheris on the Avro decoding and HTTP JSON edges")
-    fuzz.add_argument("--target", choices=("avro", "http", "all"), default="all")
+    fuzz = targets.add_parser(
+        "fuzz", help="atheris on the Avro decoding and the HTTP bodies (v1 JSON, v2 inference)"
+    )
+    fuzz.add_argument("--target", choices=(*FUZZ_TARGETS, "all"), default="all")
     fuzz.add_argument("--seconds", type=int, default=600, help="per target")
     fuzz.add_argument("--findings", type=Path, default=Path(".streamml/fuzz"))
     fuzz.set_defaults(handler=cmd_fuzz)

@@ -57,6 +57,11 @@ class HeuristicModel:
         self._bias = heuristic.bias
 
     def predict(self, rows: Matrix) -> Scores:
-        z = np.clip(self._bias + rows.astype(np.float64) @ self._weights, -60.0, 60.0)
+        """A probability for every row, whatever its values: an input past float32's range
+        is ±inf in the matrix, and inf - inf has no sign, so such a row scores 0.5 (the
+        heuristic is the last resort: it must always answer with a number)."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            z = self._bias + rows.astype(np.float64) @ self._weights
+        z = np.clip(np.nan_to_num(z, nan=0.0, posinf=60.0, neginf=-60.0), -60.0, 60.0)
         scores: Scores = 1.0 / (1.0 + np.exp(-z))
         return scores

@@ -24,6 +24,13 @@ class ScorerSettings(StackSettings):
         default=0.5, ge=0.0, le=1.0, description="decision = score >= this"
     )
     scorer_threads: int = Field(default=1, ge=1, description="ONNX Runtime intra-op threads")
+    http_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the scorer's HTTP API (scoring, health, OpenAPI, /metrics) on "
+        "STREAMML_METRICS_HOST; unset: the API is served on the metrics port",
+    )
     scorer_instance: str = Field(
         default_factory=host_name,
         description="Stable per instance (default: the host name, unique per container): "

@@ -12,9 +12,11 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -52,6 +54,13 @@ HOUR_MS = 3_600_000
 ONLINE = "merchant_txn_count_1h"
 COMPARED = ("event_id", "card_id", "model_name", "model_version", "score", "decision")
 COMPARED += ("served_by", "event_time")
+SCHEMATHESIS_CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_headers_conformance",
+    "response_schema_conformance",
+)
 
 
 class Paths:
@@ -78,10 +87,12 @@ class Paths:
         self.write_merchants(self.merchants, self.now - 60_000)
         self.write_merchants({self.stale: 6}, self.now - ttl_ms - HOUR_MS)
         self.port = free_port()
+        self.metrics_port = free_port()
         env = service_env(
             stack,
             {
-                "STREAMML_METRICS_PORT": str(self.port),
+                "STREAMML_HTTP_PORT": str(self.port),
+                "STREAMML_METRICS_PORT": str(self.metrics_port),
                 "STREAMML_SCORER_APP_ID": f"paths-{self.prefix}",
             },
         )
@@ -310,9 +321,23 @@ def test_stream_http_and_batch_give_the_same_predictions(
     # declared fill (0), by the model.
     assert kinds["fallback"] == 0 and kinds["champion"] > 0 and kinds["canary"] > 0, kinds
 
+    # 4. The Open Inference Protocol, driven by Triton's own HTTP client: the champion's
+    # scores, those of the stream and /v1/score for the vectors it routes to the champion.
+    by_triton = triton_scores(paths, vectors)
+    for i, vector in enumerate(vectors):
+        event = vector["event_id"]
+        assert by_triton[i] == pytest.approx(expected[paths.champion][i], rel=1e-6), event
+        if stream[event]["served_by"] == "champion":
+            assert by_triton[i] == stream[event]["score"] == over_http[event]["score"], event
+
     # HTTP answers are not published: still exactly one prediction per event on the topic.
     assert topic.read() == once
 
+    # STREAMML_HTTP_PORT moved the API; the metrics port still serves /metrics alone.
+    log = paths.scorer.log_path.read_text()
+    assert f"scorer HTTP listening on http://127.0.0.1:{paths.port}: " in log
+    with urllib.request.urlopen(f"http://127.0.0.1:{paths.metrics_port}/metrics") as page:
+        assert b"streamml_scorer_predictions_total" in page.read()
     status, metrics = paths.call("GET", "/metrics")
     assert status == 200
     for name in (
@@ -324,6 +349,79 @@ def test_stream_http_and_batch_give_the_same_predictions(
         "streamml_scorer_http_predictions_total",
     ):
         assert name in metrics, name
+
+
+def triton_scores(paths: Paths, vectors: list[dict[str, Any]]) -> list[float]:
+    """The vectors scored over KServe v2 by ``tritonclient.http``, as its users call it:
+    metadata first, one binary FP32 tensor per input the model names."""
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{paths.port}")
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready("payments")
+        meta = client.get_model_metadata("payments")
+        assert meta["versions"] == [paths.champion]
+        names = [tensor["name"] for tensor in meta["inputs"]]
+        rows = np.array(
+            [
+                paths.domain.input_row(
+                    {**v, ONLINE: paths.merchants.get(v["merchant_id"], 0)}, names
+                )
+                for v in vectors
+            ],
+            dtype=np.float32,
+        )
+        inputs = []
+        for j, name in enumerate(names):
+            tensor = triton.InferInput(name, [len(vectors), 1], "FP32")
+            tensor.set_data_from_numpy(rows[:, j : j + 1])
+            inputs.append(tensor)
+        wanted = [triton.InferRequestedOutput("score"), triton.InferRequestedOutput("decision")]
+        result = client.infer("payments", inputs, outputs=wanted, request_id="paths")
+        answer = result.get_response()
+        assert (answer["model_version"], answer["id"]) == (paths.champion, "paths")
+        scores = result.as_numpy("score")
+        decisions = result.as_numpy("decision")
+        assert scores is not None and decisions is not None
+        assert scores.shape == decisions.shape == (len(vectors), 1)
+        assert (decisions[:, 0] == (scores[:, 0] >= 0.5)).all()
+        return [float(score) for score in scores[:, 0]]
+    finally:
+        client.close()
+
+
+def test_the_openapi_document_holds_against_the_running_scorer(paths: Paths) -> None:
+    """schemathesis generates requests from GET /openapi.json: no answer is a server error,
+    and each one's status, content type and body are those the document gives."""
+    paths.wait_ready()
+    status, document = paths.call("GET", "/openapi.json")
+    assert status == 200 and document["openapi"].startswith("3.1")
+    assert {"/v1/score/{domain}", "/v2/models/{model}/infer"} <= set(document["paths"])
+    run = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("schemathesis")),
+            "run",
+            f"http://127.0.0.1:{paths.port}/openapi.json",
+            "--checks",
+            ",".join(SCHEMATHESIS_CHECKS),
+            "--max-examples",
+            "40",
+            "--seed",
+            "7",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    operations = sum(len(methods) for methods in document["paths"].values())
+    assert f"Tested: {operations}" in run.stdout, run.stdout[-3000:]
+    cases = re.search(r"Test cases:\s+(\d+) generated, (\d+) passed", run.stdout)
+    assert cases and int(cases.group(1)) == int(cases.group(2)) > 100, run.stdout[-3000:]
+    assert paths.scorer.process.poll() is None
 
 
 def test_bad_requests_get_json_errors(paths: Paths) -> None:

@@ -26,6 +26,7 @@ from services.core.domains import load_domain
 from services.core.paths import default_features_dir, default_schemas_dir
 from services.core.schemas import SchemaStore
 from services.core.serde import CodecFactory
+from services.scorer.vectors import VectorSpec
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -197,6 +198,12 @@ def codecs(schema_store: SchemaStore) -> CodecFactory:
 @pytest.fixture(scope="session")
 def payments() -> Domain:
     return load_domain(default_features_dir(), "payments")
+
+
+@pytest.fixture
+def spec(payments: Domain, schemas_dir: Path) -> VectorSpec:
+    """What a caller's payments vector has (the scorer's HTTP and batch paths)."""
+    return VectorSpec.for_domain(payments, schemas_dir)
 
 
 @pytest.fixture

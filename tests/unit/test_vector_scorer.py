@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from services.core.declarations import Heuristic
 from services.core.domains import load_domain
 from services.core.paths import default_features_dir
+from services.models.runtimes import HeuristicModel
 from services.scorer.batch import (
     MODEL_ERROR,
     MODEL_TIMEOUT,
@@ -242,3 +244,14 @@ def test_the_shadow_scores_everything_and_changes_nothing() -> None:
     assert (
         broken.shadow == [] and [p["served_by"] for _, p in broken.predictions] == ["champion"] * 5
     )
+
+
+def test_the_heuristic_answers_a_probability_for_any_row() -> None:
+    # The last resort must always give a number: inputs past float32's range arrive as inf,
+    # and inf - inf (weights of both signs) has no sign.
+    model = HeuristicModel(Heuristic(weights={"a": 1.0, "b": -1.0}, bias=0.0))
+    rows = np.array([[np.inf, np.inf], [np.inf, 0.0], [-np.inf, 0.0], [np.nan, 1.0]], np.float32)
+    scores = model.predict(rows)
+    assert np.isfinite(scores).all()
+    assert scores[0] == 0.5 and scores[1] == pytest.approx(1.0) and scores[2] == pytest.approx(0.0)
+    assert scores[3] == 0.5

@@ -1,29 +1,30 @@
-"""The scorer's HTTP endpoint: a caller's vectors scored by the model the stream is using.
+"""What the scorer's HTTP side answers: a caller's vectors scored by the model the stream uses.
 
-Served from the scorer's own process (on ``STREAMML_METRICS_HOST``/``_PORT``, in place of the
-plain metrics server), so an answer comes from the same ``VectorScorer`` and the same line-up
-as the stream's predictions of that moment:
+Served from the scorer's own process (``app.py`` routes to it, ``server.py`` serves it), so an
+answer comes from the same ``VectorScorer`` and the same line-up as the stream's predictions of
+that moment:
 
 - ``POST /v1/score/{domain}``: one vector (a JSON object) or ``{"vectors": [...]}``; answers
   the prediction record(s) the stream would publish for them. They are answers to the caller:
   not published to Kafka, not deduplicated by event id, and not scored by the shadow.
+- the Open Inference Protocol (KServe v2, ``v2.py``): ``/v2/health/ready``,
+  ``/v2/models/{domain}`` and ``POST /v2/models/{domain}/infer``, scored by the champion;
 - ``GET /healthz``: 200 while the process runs and its loop has not been asked to stop.
 - ``GET /readyz``: 200 when a model serves and the consumer owns partitions, else 503.
 - ``GET /metrics``: the scorer's Prometheus registry.
 
 Every answer, errors included, is JSON (``/metrics`` excepted); a bad request is a 4xx that
-names the field, never a 500.
+names the field, never a 500. v1 errors are ``{"error": code, "detail": message}``; v2 errors
+are the protocol's ``{"error": message}``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
@@ -33,13 +34,21 @@ from services.core import metrics as names
 from services.core.errors import StackError
 from services.core.serde import Record
 from services.scorer.batch import Scored, VectorScorer
+from services.scorer.http.v2 import (
+    BINARY_EXTENSION,
+    InferenceError,
+    champion_only,
+    infer_answer,
+    model_metadata,
+    parse_infer,
+    vectors_of,
+)
 from services.scorer.serving import Lineup
 from services.scorer.vectors import InvalidVectorError, VectorSpec
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
-SCORE_PREFIX = "/v1/score/"
 SCORE_ROUTE = "/v1/score/{domain}"
 HEALTH_ROUTE = "/healthz"
 READY_ROUTE = "/readyz"
@@ -47,7 +56,6 @@ METRICS_ROUTE = "/metrics"
 OTHER_ROUTE = "other"
 MAX_VECTORS = 1000
 MAX_BODY_BYTES = 4 * 1024 * 1024
-_GET_ROUTES = (HEALTH_ROUTE, READY_ROUTE, METRICS_ROUTE)
 
 
 class ScoringService(Protocol):
@@ -148,51 +156,10 @@ class ScoringApi:
         self._alive = alive
         self.max_vectors = max_vectors
         self.max_body_bytes = max_body_bytes
-        self._metrics = HttpMetrics.create(registry)
+        self.metrics = HttpMetrics.create(registry)
 
-    def handle(self, method: str, target: str, body: bytes) -> Response:
-        started = time.perf_counter()
-        route, response = self._route(method, urlsplit(target).path, body)
-        self.observe(route, response, started)
-        return response
-
-    def observe(self, route: str, response: Response, started: float) -> None:
-        self._metrics.requests.labels(route, str(response.status)).inc()
-        self._metrics.seconds.labels(route).observe(time.perf_counter() - started)
-
-    @staticmethod
-    def route_of(target: str) -> str:
-        """The route label of a request target (bounded: unknown paths are ``other``)."""
-        path = urlsplit(target).path
-        if path in _GET_ROUTES:
-            return path
-        return SCORE_ROUTE if path.startswith(SCORE_PREFIX) else OTHER_ROUTE
-
-    def _route(self, method: str, path: str, body: bytes) -> tuple[str, Response]:
-        route = self.route_of(path)
-        allowed = "POST" if route == SCORE_ROUTE else "GET"
-        if route == OTHER_ROUTE:
-            return route, error_response(404, "not_found", f"no route {path}; {self._routes()}")
-        if method != allowed:
-            return route, error_response(
-                405,
-                "method_not_allowed",
-                f"{route} takes {allowed}, not {method}",
-                headers=(("Allow", allowed),),
-            )
-        if route == HEALTH_ROUTE:
-            return route, self.healthz()
-        if route == READY_ROUTE:
-            return route, self.readyz()
-        if route == METRICS_ROUTE:
-            return route, Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
-        return route, self.score(path.removeprefix(SCORE_PREFIX), body)
-
-    def _routes(self) -> str:
-        return (
-            f"routes: POST {SCORE_PREFIX}{self._domain.name}, GET {HEALTH_ROUTE}, "
-            f"GET {READY_ROUTE}, GET {METRICS_ROUTE}"
-        )
+    def metrics_page(self) -> Response:
+        return Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
 
     def healthz(self) -> Response:
         if not self._alive():
@@ -272,16 +239,78 @@ class ScoringApi:
 
     def predict(self, records: Sequence[Record]) -> Scored:
         """The stream's scoring of these vectors, by the line-up serving now (no shadow)."""
-        lineup = replace(self._service.lineup, shadow=None)
         keyed = [(self._spec.key_of(record), record) for record in records]
+        return self._scored(keyed, replace(self._service.lineup, shadow=None))
+
+    @property
+    def spec(self) -> VectorSpec:
+        return self._spec
+
+    def v2_server(self, version: str) -> Response:
+        """``/v2``: the server's name, version and the protocol extensions it speaks."""
+        return json_response(
+            200, {"name": "streamml", "version": version, "extensions": [BINARY_EXTENSION]}
+        )
+
+    def v2_live(self) -> Response:
+        """``/v2/health/live``: 200 while ``/healthz`` is, else 400 (the protocol's 4xx)."""
+        if self._alive():
+            return json_response(200, {"live": True})
+        return json_response(400, {"live": False, "error": "the scorer is stopping"})
+
+    def v2_ready(self) -> Response:
+        """``/v2/health/ready``: 200 when ``/readyz`` is, else 400 (the protocol's 4xx)."""
+        if self._alive() and self._service.ready():
+            return json_response(200, {"ready": True})
+        return json_response(400, {"ready": False, "error": "the scorer is not ready"})
+
+    def v2_model(self, name: str) -> Response:
+        if name != self._domain.name:
+            return self._no_model(name)
+        return json_response(200, model_metadata(name, self._service.lineup))
+
+    def v2_model_ready(self, name: str) -> Response:
+        if name != self._domain.name:
+            return self._no_model(name)
+        return self.v2_ready()
+
+    def v2_infer(self, name: str, body: bytes, header_length: str | None) -> Response:
+        """``POST /v2/models/{name}/infer``: the rows scored by the champion serving now."""
+        if name != self._domain.name:
+            return self._no_model(name)
+        if not self._alive():
+            return json_response(503, {"error": "the scorer is stopping; try another instance"})
+        lineup = champion_only(self._service.lineup)
+        inputs = lineup.champion.runtime.feature_names
+        try:
+            request = parse_infer(body, header_length, inputs, self.max_vectors)
+        except InferenceError as exc:
+            return json_response(exc.status, {"error": str(exc)})
+        domain = self._domain
+        absent = {n: None for n in self._spec.online if n not in inputs}  # not read: unused
+        rows = [{**absent, **row} for row in request.rows]
+        keyed = vectors_of(rows, domain.key_field, domain.event_id_field, domain.event_time_field)
+        try:
+            scored = self._scored(keyed, lineup)
+        except (redis.RedisError, StackError) as exc:
+            log.warning("v2 inference: online store unavailable: %s", exc)
+            return json_response(503, {"error": f"the online store did not answer: {exc}"})
+        return json_response(200, infer_answer(name, request, scored))
+
+    def _no_model(self, name: str) -> Response:
+        return json_response(
+            404, {"error": f"no model {name!r}: this scorer serves {self._domain.name!r}"}
+        )
+
+    def _scored(self, keyed: list[tuple[bytes, Record]], lineup: Lineup) -> Scored:
         scored = self._service.vectors.score(keyed, lineup)
         name = self._domain.name
         for _, prediction in scored.predictions:
-            self._metrics.predictions.labels(
+            self.metrics.predictions.labels(
                 name, prediction["model_version"], prediction["served_by"]
             ).inc()
         for cause, count in scored.fallback_causes.items():
-            self._metrics.fallbacks.labels(name, cause).inc(count)
+            self.metrics.fallbacks.labels(name, cause).inc(count)
         return scored
 
 
