@@ -25,3 +25,15 @@ def default_schemas_dir() -> Path:
 
 def default_features_dir() -> Path:
     return _data_dir("features")
+
+
+def default_docs_dir() -> Path:
+    """The checkout's ``docs/`` (generated documents are committed there), else the current
+    folder (an installed wheel has no docs)."""
+    checkout = _SOURCE_ROOT / "docs"
+    return checkout if checkout.is_dir() else Path.cwd()
+
+
+def default_compose_dir() -> Path:
+    """``compose/``: the alert rules and dashboards (a wheel carries the alert rules)."""
+    return _data_dir("compose")

@@ -7,6 +7,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,6 +44,14 @@ class Services:
 
 @pytest.fixture(scope="module")
 def services(stack: StackSettings, logs_dir: Path) -> Iterator[Services]:
+    with running_services(stack, logs_dir) as started:
+        yield started
+
+
+@contextmanager
+def running_services(stack: StackSettings, logs_dir: Path) -> Iterator[Services]:
+    """The featurizer and the scorer with their default app ids (the groups every module
+    shares), answering; stopped on the way out."""
     ports = {name: free_port() for name in ("featurizer", "scorer")}
     featurizer, scorer = (
         ServiceProcess(
@@ -53,11 +62,13 @@ def services(stack: StackSettings, logs_dir: Path) -> Iterator[Services]:
         for name in ("featurizer", "scorer")
     )
     started = Services(featurizer, scorer, ports)
-    settle_group(stack)
-    yield started
-    for service in (featurizer, scorer):
-        if service.process.poll() is None:
-            service.stop()
+    try:
+        settle_group(stack)
+        yield started
+    finally:
+        for service in (featurizer, scorer):
+            if service.process.poll() is None:
+                service.stop()
 
 
 def settle_group(stack: StackSettings) -> None:
