@@ -17,9 +17,33 @@ from collections.abc import Sequence
 
 from services.core.errors import StreamMLError
 
-from . import bench, data, demo, featurelog, models, monitor, run, schemas, score_batch, stack
+from . import (
+    bench,
+    data,
+    demo,
+    featurelog,
+    models,
+    monitor,
+    run,
+    schemas,
+    score_batch,
+    stack,
+    status,
+)
 
-_MODULES = (stack, run, data, models, score_batch, monitor, bench, schemas, featurelog, demo)
+_MODULES = (
+    stack,
+    status,
+    run,
+    data,
+    models,
+    score_batch,
+    monitor,
+    bench,
+    schemas,
+    featurelog,
+    demo,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

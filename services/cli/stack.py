@@ -29,6 +29,13 @@ def register(commands: Any) -> None:
     )
     up.add_argument("--kafka-port", type=int, help="first broker's port (default: a free one)")
     up.add_argument("--redis-port", type=int, help="Redis port (default: a free one)")
+    up.add_argument(
+        "--observability",
+        action="store_true",
+        help="also start Prometheus (Debian's package) scraping every streamml service "
+        "started against this stack, with the alert rules of compose/alerts.yml",
+    )
+    up.add_argument("--prometheus-port", type=int, help="Prometheus's port (default: a free one)")
     up.set_defaults(handler=cmd_up)
     down = commands.add_parser("down", help="stop what `streamml up` started")
     down.add_argument(
@@ -63,6 +70,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         brokers=args.brokers,
         kafka_port=args.kafka_port,
         redis_port=args.redis_port,
+        observability=args.observability,
+        prometheus_port=args.prometheus_port,
     )
     return 0
 

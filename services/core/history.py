@@ -1,5 +1,5 @@
-"""Reading a monitor topic's whole history (snapshots, alerts): for the report, and for the
-monitor's own start (the quality alerts it raised before)."""
+"""Reading a small topic's whole history (the monitor's snapshots and alerts): for the monitor's
+report, its own start (the alerts it raised before) and `streamml status`."""
 
 from __future__ import annotations
 

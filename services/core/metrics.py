@@ -11,6 +11,9 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from services.core.settings import StackSettings
+from services.core.targets import announce
+
 log = logging.getLogger(__name__)
 
 NAMESPACE = "streamml"
@@ -104,11 +107,14 @@ def serve_metrics(registry: CollectorRegistry, port: int, host: str) -> int:
     return bound
 
 
-def served_registry(port: int, host: str) -> CollectorRegistry:
-    """A new registry, served on ``/metrics`` (the bound address logged): a service's metrics."""
+def served_registry(settings: StackSettings, job: str) -> CollectorRegistry:
+    """A new registry, served on ``/metrics`` at the settings' metrics address (logged, and
+    announced to a local Prometheus when one watches): a service's metrics."""
     registry = CollectorRegistry()
-    bound = serve_metrics(registry, port, host=host)
+    host = settings.metrics_host
+    bound = serve_metrics(registry, settings.metrics_port, host=host)
     log.info("metrics on http://%s:%d/metrics", host, bound)
+    announce(settings.home, job, host, bound)
     return registry
 
 

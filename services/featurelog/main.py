@@ -15,7 +15,7 @@ def run(domain_name: str) -> int:
 
     settings = load_settings(FeatureLogSettings)
     domain = load_domain(settings.features_dir, domain_name)
-    registry = served_registry(settings.metrics_port, settings.metrics_host)
+    registry = served_registry(settings, "featurelog")
     sink = FeatureLogSink(settings, domain, codecs_for(settings), registry)
     sink.install_signal_handlers()
     sink.run()

@@ -24,7 +24,7 @@ def run(domain_names: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--domain {unknown}: not declared; declared: {sorted(declared)}")
     domains = [declared[n] for n in domain_names] if domain_names else list(declared.values())
     apply_declarations(settings, domains)  # idempotent: each instance knows its feature views
-    registry = served_registry(settings.metrics_port, settings.metrics_host)
+    registry = served_registry(settings, "featurizer")
     featurizer = Featurizer(settings, domains, codecs_for(settings), open_store(settings), registry)
     featurizer.install_signal_handlers()
     featurizer.run()

@@ -15,7 +15,7 @@ def run(domain_name: str) -> int:
 
     settings = load_settings(MonitorSettings)
     domain = load_domain(settings.features_dir, domain_name)
-    registry = served_registry(settings.metrics_port, settings.metrics_host)
+    registry = served_registry(settings, "monitor")
     monitor = Monitor(settings, domain, codecs_for(settings), registry)
     monitor.install_signal_handlers()
     monitor.run()

@@ -10,10 +10,10 @@ from typing import Any, TextIO
 
 from services.core.declarations import Domain
 from services.core.domains import load_domain
+from services.core.history import read_history
 from services.core.serde import Record
 from services.core.settings import StackSettings, load_settings
 from services.core.topics import ALERTS
-from services.monitor.history import read_history
 from services.monitor.quality import ALL, DRIFT, TOTAL, WINDOW
 
 FIGURES = ("joined", "accuracy", "auc", "logloss", "precision", "recall")

@@ -17,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from services.core.declarations import Domain
 from services.core.errors import SerializationError, StackError
+from services.core.history import read_history
 from services.core.kafka import history_consumer_config, producer_config
 from services.core.serde import CodecFactory, Record
 from services.core.settings import StackSettings
@@ -25,7 +26,6 @@ from services.monitor.alerts import QUALITY, AlertPublisher
 from services.monitor.concept import ConceptWatch
 from services.monitor.drift_watch import DriftWatch
 from services.monitor.floors import FloorWatch
-from services.monitor.history import read_history
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.quality import ALL, DRIFT, TOTAL, WINDOW, Figures, Pair, Quality
 

@@ -45,10 +45,13 @@ class StackState:
     redis_pid: int | None
     broker: str
     embedded: bool
+    prometheus_url: str | None = None  # `up --observability`
+    prometheus_pid: int | None = None
 
     @property
     def pids(self) -> tuple[int, ...]:
-        return (*self.broker_pids, *((self.redis_pid,) if self.redis_pid is not None else ()))
+        others = (self.redis_pid, self.prometheus_pid)
+        return (*self.broker_pids, *(pid for pid in others if pid is not None))
 
 
 def start_servers(

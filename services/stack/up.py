@@ -4,6 +4,7 @@ it runs until Ctrl-C or SIGTERM and then stops what it started."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import sys
 import threading
@@ -11,13 +12,21 @@ import threading
 from services.core.errors import StackError
 from services.core.settings import StackSettings
 from services.stack import local
+from services.stack.prometheus import start_prometheus
 
 
 def up(
-    *, detach: bool, brokers: int, kafka_port: int | None, redis_port: int | None
+    *,
+    detach: bool,
+    brokers: int,
+    kafka_port: int | None,
+    redis_port: int | None,
+    observability: bool = False,
+    prometheus_port: int | None = None,
 ) -> StackSettings:
     """Starts the stack (servers only from the environment, never from an old stack.env)
-    and returns once it is ready, or, without ``detach``, once it has been stopped."""
+    and returns once it is ready, or, without ``detach``, once it has been stopped.
+    ``observability``: Prometheus too, scraping every service started against the stack."""
     settings = StackSettings()
     previous = local.read_state(settings.home)
     if previous is not None and local.running(previous):
@@ -32,12 +41,21 @@ def up(
     )
     try:
         local.prepare(local.connected(settings, state))
+        if observability:
+            log_path = settings.home / "logs" / "prometheus.log"
+            server, url = start_prometheus(settings.home, prometheus_port, log_path, detach=detach)
+            processes.append(server)
+            state = dataclasses.replace(state, prometheus_url=url, prometheus_pid=server.pid)
         env_path = local.write_state(settings, state)
     except BaseException:
         local.stop_started(settings.home, processes)
         raise
     print(f"broker {state.broker}\nKafka  {state.kafka_bootstrap}")
     print(f"Redis  {state.redis_url}\nwrote  {env_path}")
+    if state.prometheus_url:
+        print(
+            f"Prometheus {state.prometheus_url} (scrapes every service; alerts: compose/alerts.yml)"
+        )
     if detach:
         return settings
     print("stack up; Ctrl-C stops it", file=sys.stderr)

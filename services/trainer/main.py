@@ -15,7 +15,7 @@ def run(domain_name: str) -> int:
 
     settings = load_settings(TrainerSettings)
     domain = load_domain(settings.features_dir, domain_name)
-    registry = served_registry(settings.metrics_port, settings.metrics_host)
+    registry = served_registry(settings, "trainer")
     trainer = Trainer(settings, domain, codecs_for(settings), registry)
     trainer.install_signal_handlers()
     trainer.run()
