@@ -21,7 +21,12 @@ from services.core.declarations import Domain
 from services.core.kafka import consume_batch, consumer_config, producer_config
 from services.core.lifecycle import StoppableLoop
 from services.core.serde import CodecFactory
-from services.core.transactions import TransactionalProducer, TransactionFailed, next_offsets
+from services.core.transactions import (
+    Committed,
+    TransactionalProducer,
+    TransactionFailed,
+    next_offsets,
+)
 from services.registry.artifacts import ModelStore
 from services.scorer.batch import BatchResult, BatchScorer, Incoming, ModelCaller, VectorScorer
 from services.scorer.dedup import RecentIds, recent_predictions_for
@@ -146,7 +151,12 @@ class Scorer(StoppableLoop):
         whose commit went through unanswered is past those offsets, not read again."""
         log.warning("%s; scoring again from the last committed offsets", failure)
         self._metrics.recoveries.labels(self._domain.name).inc()
-        self._producer.recover(lambda _committed: None, lambda: self._running)
+        self._producer.recover(self._rewound, lambda: self._running)
+
+    def _rewound(self, committed: Committed) -> None:
+        """Says where the rewind put each partition: the evidence if one is ever skipped."""
+        where = ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(committed.items()))
+        log.warning("rewound to the committed offsets: %s", where or "no partition assigned")
 
     def _observe_lag(self, messages: list[Any]) -> None:
         """Records behind the end, per partition, from the watermarks of the last fetch."""

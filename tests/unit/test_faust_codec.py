@@ -10,30 +10,13 @@ from faust.serializers import codecs
 
 from services.core.errors import SerializationError
 from services.core.serde import CodecFactory
+from tests.unit.test_serde import SAMPLES
 
-TRANSACTION = {
-    "event_id": "evt-1",
-    "card_id": "card-1",
-    "merchant_id": "m-1",
-    "amount": 12.5,
-    "currency": "EUR",
-    "event_time": 1_767_225_600_000,
-}
+TRANSACTION = SAMPLES["payments.transactions"]
 
 
 def prediction() -> dict[str, Any]:
-    return {
-        "event_id": "evt-1",
-        "card_id": "card-1",
-        "model_name": "payments-fraud",
-        "model_version": "3",
-        "score": 0.25,
-        "decision": False,
-        "served_by": "champion",
-        "event_time": 1_767_225_600_000,
-        "predicted_at": 1_767_225_600_050,
-        "online_features": {"merchant_txn_count_1h": 4},
-    }
+    return dict(SAMPLES["payments.predictions"])
 
 
 def test_the_streamml_codec_is_found_by_name_and_reads_what_the_services_write(

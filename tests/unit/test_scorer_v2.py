@@ -158,6 +158,12 @@ def test_without_a_model_the_heuristic_answers_and_says_so(
     )
 
 
+def one_binary_amount(size: int) -> bytes:
+    """The JSON header of a request whose one FP32 value of ``amount`` is ``size`` bytes."""
+    tensor = {"name": "amount", "datatype": "FP32", "shape": [1]}
+    return json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": size}}]}).encode()
+
+
 def _base(payments: Domain) -> dict[str, Any]:
     return {
         "inputs": columns(
@@ -208,32 +214,10 @@ def test_malformed_bodies_and_sizes_are_refused(payments: Domain, spec: VectorSp
     assert status == 413 and "at most 3" in got["error"]
     status, got = infer(api, json.dumps(_base(payments)).encode(), {HEADER_LENGTH: "999999"})
     assert status == 400 and HEADER_LENGTH in got["error"]
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "amount",
-                    "datatype": "FP32",
-                    "shape": [1],
-                    "parameters": {"binary_data_size": 8},
-                }
-            ]
-        }
-    ).encode()
+    header = one_binary_amount(size=8)
     status, got = infer(api, header + struct.pack("<f", 1.0), {HEADER_LENGTH: str(len(header))})
     assert status == 400 and "1 FP32 values are 4 bytes" in got["error"]
-    nan = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "amount",
-                    "datatype": "FP32",
-                    "shape": [1],
-                    "parameters": {"binary_data_size": 4},
-                }
-            ]
-        }
-    ).encode()
+    nan = one_binary_amount(size=4)
     status, got = infer(api, nan + struct.pack("<f", float("nan")), {HEADER_LENGTH: str(len(nan))})
     assert status == 400 and "'amount': every value must be a finite number" in got["error"]
     assert call(api, "POST", "/v2/models/rides/infer", b"{}").status == 404
