@@ -7,6 +7,7 @@ high watermark can point inside the last record batch, and records after it stil
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 
@@ -16,8 +17,11 @@ from services.core.errors import StackError
 from services.core.kafka import history_consumer_config, quiet_poll_s
 from services.core.settings import StackSettings
 
+log = logging.getLogger(__name__)
+
 Records = list[tuple[bytes, bytes | None]]
 _BATCH = 10_000
+PROGRESS_EVERY_S = 10.0  # a long restore says how far it has come
 
 
 def read_changelogs(
@@ -33,11 +37,22 @@ def read_changelogs(
     try:
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in found])
         pending = set(found)
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
+        next_progress = started + PROGRESS_EVERY_S
         while True:
             messages = consumer.consume(_BATCH, quiet_s if not pending else 0.05)
             if not messages and not pending:
                 return found
+            if time.monotonic() >= next_progress:
+                next_progress += PROGRESS_EVERY_S
+                log.info(
+                    "restoring %d changelog partitions: %d records read in %.0f s, %d at their end",
+                    len(found),
+                    sum(len(r) for r in found.values()),
+                    time.monotonic() - started,
+                    len(found) - len(pending),
+                )
             for message in messages:
                 where = (str(message.topic()), int(message.partition() or 0))
                 error = message.error()
