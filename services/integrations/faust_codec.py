@@ -77,12 +77,7 @@ class AnyCodec(codecs.Codec):
 
 def subject_of_fields(fields: frozenset[str]) -> str:
     """The one current subject whose record fields are exactly ``fields``."""
-    store = _store()
-    matching = [
-        subject
-        for subject in store.subjects()
-        if frozenset(f["name"] for f in store.current(subject).source.get("fields", ())) == fields
-    ]
+    matching = _subjects_by_fields().get(fields, [])
     if len(matching) != 1:
         which = ", ".join(matching) if matching else "none"
         raise SerializationError(
@@ -90,6 +85,18 @@ def subject_of_fields(fields: frozenset[str]) -> str:
             f"subject: value_serializer='{NAME}:<subject>'"
         )
     return matching[0]
+
+
+@cache
+def _subjects_by_fields() -> dict[frozenset[str], list[str]]:
+    """Each current schema's field set and the subjects that have it (read once, not per
+    record written)."""
+    store = _store()
+    index: dict[frozenset[str], list[str]] = {}
+    for subject in store.subjects():
+        fields = frozenset(f["name"] for f in store.current(subject).source.get("fields", ()))
+        index.setdefault(fields, []).append(subject)
+    return index
 
 
 def register_subject_codecs() -> None:

@@ -27,6 +27,11 @@ _PRIMITIVES: Mapping[str, JsonSchema] = {
 }
 
 
+def primitive(name: str) -> JsonSchema:
+    """The JSON Schema of an Avro primitive's JSON form (``long``: an integer in its range)."""
+    return dict(_PRIMITIVES[name])
+
+
 def json_schema_of(avro: Any) -> JsonSchema:
     """The JSON Schema of ``avro``'s JSON form. Named types are inlined where used; a name
     used before its definition (a recursive record) is refused with ``ValueError``."""
@@ -36,7 +41,7 @@ def json_schema_of(avro: Any) -> JsonSchema:
 def _convert(avro: Any, named: dict[str, JsonSchema]) -> JsonSchema:
     if isinstance(avro, str):
         if avro in _PRIMITIVES:
-            return dict(_PRIMITIVES[avro])
+            return primitive(avro)
         if avro in named:
             return named[avro]
         raise ValueError(f"the Avro type {avro!r} is not defined before its use")

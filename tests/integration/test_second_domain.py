@@ -30,6 +30,7 @@ from services.featurestore.store import apply_declarations, open_store
 from services.stack.services import ServiceProcess, service_env
 from tests.integration.helpers import TopicReader, publish
 from tests.outside import OutsideCodec
+from tests.reference import previous_time
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +128,7 @@ class ReferenceRides:
             return None
         if newest is not None and t < newest - LATENESS_MS:
             return None
-        previous = _previous(history, newest, t)
+        previous = previous_time((s.time_ms for s in history), newest, t, DUPLICATE_SPAN_MS)
         history.append(Seen(trip["trip_id"], t, trip["fare"], trip["distance_km"]))
         return self._features(history, t, previous)
 
@@ -155,18 +156,6 @@ class ReferenceRides:
             "distance_max_1h": max(s.distance_km for s in hour),
             "seconds_since_last_trip": None if previous is None else (t - previous) / 1000.0,
         }
-
-
-def _previous(earlier: list[Seen], newest: int | None, t: int) -> int | None:
-    """The latest earlier pickup at or before t within the duplicate span, else the latest
-    outside it if that is not after t."""
-    if newest is None:
-        return None
-    recent = [s.time_ms for s in earlier if newest - DUPLICATE_SPAN_MS < s.time_ms <= t]
-    if recent:
-        return max(recent)
-    gone = [s.time_ms for s in earlier if s.time_ms <= newest - DUPLICATE_SPAN_MS]
-    return max(gone) if gone and max(gone) <= t else None
 
 
 def assert_features_equal(actual: dict[str, Any], expected: dict[str, Any], what: str) -> None:

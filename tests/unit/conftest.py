@@ -27,6 +27,7 @@ from services.core.paths import default_features_dir, default_schemas_dir
 from services.core.schemas import SchemaStore
 from services.core.serde import CodecFactory
 from services.scorer.vectors import VectorSpec
+from tests.reference import previous_time
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -68,21 +69,9 @@ class ReferenceFeaturizer:
             return "duplicate", None
         if newest is not None and t < newest - LATENESS_MS:
             return "late", None
-        previous = self._previous(history, newest, t)
+        previous = previous_time((s.time_ms for s in history), newest, t, DUPLICATE_SPAN_MS)
         history.append(Seen(event["event_id"], t, float(event["amount"])))
         return "accepted", self._features(history, t, previous)
-
-    @staticmethod
-    def _previous(earlier: list[Seen], newest: int | None, t: int) -> int | None:
-        """The latest earlier time at or before t within the duplicate span, else the latest
-        outside it, if that is not after t."""
-        if newest is None:
-            return None
-        recent = [s.time_ms for s in earlier if newest - DUPLICATE_SPAN_MS < s.time_ms <= t]
-        if recent:
-            return max(recent)
-        gone = [s.time_ms for s in earlier if s.time_ms <= newest - DUPLICATE_SPAN_MS]
-        return max(gone) if gone and max(gone) <= t else None
 
     @staticmethod
     def _features(history: list[Seen], t: int, previous: int | None) -> dict[str, Any]:

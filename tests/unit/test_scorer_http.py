@@ -122,12 +122,18 @@ def app_of(api: ScoringApi) -> Asgi:
     return scoring_app(api, "test", json_schema_of(prediction))
 
 
-def call(api: ScoringApi, method: str, target: str, body: bytes = b"") -> Answer:
+def call(
+    api: ScoringApi,
+    method: str,
+    target: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> Answer:
     """One request through the ASGI application built on ``api`` (built once per api)."""
     held = _CLIENTS.get(id(api))
     if held is None or held[0] is not api:
         held = _CLIENTS[id(api)] = (api, TestClient(app_of(api)))
-    response = held[1].request(method, target, content=body)
+    response = held[1].request(method, target, content=body, headers=headers)
     return Answer(response.status_code, response.content, dict(response.headers))
 
 

@@ -40,14 +40,7 @@ def columns(domain: Domain, vectors: list[dict[str, Any]], names: tuple[str, ...
 
 def infer(api: Any, request: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     raw = request if isinstance(request, bytes) else json.dumps(request).encode()
-    if headers:
-        from tests.unit.test_scorer_http import _CLIENTS
-
-        call(api, "GET", "/healthz")  # builds the client
-        client = _CLIENTS[id(api)][1]
-        response = client.post(INFER, content=raw, headers=headers)
-        return response.status_code, response.json()
-    answer = call(api, "POST", INFER, raw)
+    answer = call(api, "POST", INFER, raw, headers)
     return answer.status, json.loads(answer.body)
 
 

@@ -14,23 +14,18 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from services.schematools.jsonschema import JsonSchema
+from services.schematools.jsonschema import JsonSchema, primitive
 from services.scorer.http.v2 import NUMERIC_DATATYPES, OUTPUTS
 from services.scorer.vectors import FieldSpec, Kind, VectorSpec
 
 JSON = "application/json"
 _KINDS: dict[Kind, JsonSchema] = {
-    Kind.STRING: {"type": "string"},
-    Kind.LONG: {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
-    Kind.INT: {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
-    Kind.DOUBLE: {"type": "number"},
-    Kind.BOOLEAN: {"type": "boolean"},
-    Kind.TIMESTAMP_MS: {
-        "type": "integer",
-        "minimum": -(2**63),
-        "maximum": 2**63 - 1,
-        "description": "epoch milliseconds",
-    },
+    Kind.STRING: primitive("string"),
+    Kind.LONG: primitive("long"),
+    Kind.INT: primitive("int"),
+    Kind.DOUBLE: primitive("double"),
+    Kind.BOOLEAN: primitive("boolean"),
+    Kind.TIMESTAMP_MS: {**primitive("long"), "description": "epoch milliseconds"},
 }
 _V1_ERROR: JsonSchema = {
     "type": "object",
