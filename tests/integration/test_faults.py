@@ -91,6 +91,19 @@ class Faults:
         )
         self.services[name] = ServiceProcess(name, env, log)
 
+    def predictions_made(self) -> float:
+        """The scorer's predictions so far, over every model and cause."""
+        return self.metric("scorer", "streamml_scorer_predictions_total{")
+
+    def wait_predictions(self, since: float, count: int, timeout_s: float = 120.0) -> None:
+        """Until the scorer has made ``count`` predictions more than ``since``: the stream is
+        flowing through every service, so a fault injected now lands mid-stream."""
+        deadline = time.monotonic() + timeout_s
+        while self.predictions_made() - since < count:
+            assert time.monotonic() < deadline, f"fewer than {count} predictions in {timeout_s} s"
+            self.assert_running()
+            time.sleep(0.2)
+
     def assert_running(self) -> None:
         for name, service in self.services.items():
             code = service.process.poll()
@@ -221,6 +234,11 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
         promote(connected, made.codecs, domain.model_name, version)
         for name in SERVICES:
             made.start(name)
+        # Every service up and the pipeline live before a test injects its fault: started on a
+        # busy machine, the services take tens of seconds to import and join their groups, and
+        # a fault injected meanwhile would hit no service at all.
+        exactly_once(made, Stream(made, seconds=0.2, seed=99).wait(), timeout_s=180.0)
+        made.metric("monitor", "streamml_")  # its metrics served: it is past its start
         yield made
     finally:
         for service in made.services.values():
@@ -303,8 +321,9 @@ def test_redis_stopped_for_10_s_mid_stream_loses_no_prediction_and_no_feature_ro
     retries = "streamml_featurizer_online_write_retries_total"
     fallbacks_before = faults.metric("scorer", online_store)
     retries_before = faults.metric("featurizer", retries)
+    before = faults.predictions_made()
     stream = Stream(faults, seconds=20.0, seed=21)
-    time.sleep(5.0)
+    faults.wait_predictions(before, 4_000)
     faults.stop_redis()
     stopped = time.monotonic()
     direct = vectors_straight_to_the_scorer(faults, 100)
@@ -341,8 +360,9 @@ def test_redis_stopped_for_10_s_mid_stream_loses_no_prediction_and_no_feature_ro
 def test_the_kafka_node_restarted_mid_stream_loses_and_doubles_no_prediction(
     faults: Faults,
 ) -> None:
+    before = faults.predictions_made()
     stream = Stream(faults, seconds=20.0, seed=22)
-    time.sleep(6.0)
+    faults.wait_predictions(before, 5_000)  # mid-stream: transactions are in flight
     faults.restart_broker(down_s=3.0)
     wanted = stream.wait()
     exactly_once(faults, wanted, timeout_s=180.0)
