@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -132,6 +132,24 @@ def consumer_config(settings: StackSettings, group_id: str | None, **extra: Any)
         config["group.id"] = "streamml-unassigned"  # librdkafka wants one even for assign()
     config.update(extra)
     return config
+
+
+def log_ends(
+    settings: StackSettings, topic: str, partitions: Iterable[int], timeout_s: float
+) -> dict[int, int]:
+    """Each partition's high watermark: the end of its log, records of transactions not yet
+    resolved and their markers included. A read_committed consumer's own query answers the last
+    stable offset instead, which stops short of a transaction whose commit Kafka has already
+    answered but whose markers are not on the partition yet: a reader that stops there misses
+    a write that came before it."""
+    probe = Consumer(consumer_config(settings, None, **{"isolation.level": "read_uncommitted"}))
+    try:
+        return {
+            p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
+            for p in partitions
+        }
+    finally:
+        probe.close()
 
 
 def consume_batch(

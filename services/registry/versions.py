@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from services.core.errors import RegistryError, StackError
-from services.core.kafka import consumer_config, producer_config
+from services.core.kafka import consumer_config, log_ends, producer_config
 from services.core.serde import CodecFactory
 from services.core.settings import StackSettings
 from services.core.topics import MODELS
@@ -104,21 +104,27 @@ class RegistryView:
         return next((v for v in reversed(self.versions(model_name)) if v.stage == stage), None)
 
 
-def read_records(settings: StackSettings, codecs: CodecFactory) -> Iterator[ModelVersion]:
-    """Every committed record on ``ml.models``, from the beginning to the current end."""
+def read_records(
+    settings: StackSettings, codecs: CodecFactory, timeout_s: float = READ_TIMEOUT_S
+) -> Iterator[ModelVersion]:
+    """Every committed record on ``ml.models``, from the beginning to the end of the log as the
+    read starts: a transaction written before it and still being committed is waited for.
+    Raises ``StackError`` when the end is not reached in ``timeout_s``, never returns part."""
     consumer = Consumer(consumer_config(settings, None))
     try:
-        partitions = consumer.list_topics(MODELS, timeout=READ_TIMEOUT_S).topics[MODELS].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(MODELS, p), timeout=READ_TIMEOUT_S)[1]
-            for p in partitions
-        }
+        partitions = consumer.list_topics(MODELS, timeout=timeout_s).topics[MODELS].partitions
+        ends = log_ends(settings, MODELS, partitions, timeout_s)
         consumer.assign([TopicPartition(MODELS, p, OFFSET_BEGINNING) for p in partitions])
         remaining = {p for p, end in ends.items() if end > 0}
         passed_end: dict[int, bool] = {}
         codec = codecs.for_topic(MODELS)
-        deadline = time.monotonic() + READ_TIMEOUT_S
-        while remaining and time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"reading {MODELS} did not reach the end in {timeout_s:.0f} s: partitions "
+                    f"{sorted(remaining)} are behind (a transaction on them is still open?)"
+                )
             message = consumer.poll(IDLE_S)
             if message is None:
                 # The embedded broker reports a high watermark that can be short of the last
@@ -144,8 +150,10 @@ def read_records(settings: StackSettings, codecs: CodecFactory) -> Iterator[Mode
         consumer.close()
 
 
-def read_registry(settings: StackSettings, codecs: CodecFactory) -> RegistryView:
-    return RegistryView(read_records(settings, codecs))
+def read_registry(
+    settings: StackSettings, codecs: CodecFactory, timeout_s: float = READ_TIMEOUT_S
+) -> RegistryView:
+    return RegistryView(read_records(settings, codecs, timeout_s))
 
 
 def publish(settings: StackSettings, codecs: CodecFactory, versions: list[ModelVersion]) -> None:
