@@ -208,13 +208,25 @@ class TransactionalProducer:
 
         def commit() -> None:
             producer.send_offsets_to_transaction(offsets, group, self._timeout_s)
+            retried: list[str] = []
             while True:
                 try:
                     producer.commit_transaction(self._timeout_s)
-                    return
+                    break
                 except KafkaException as exc:
                     if not exc.args[0].retriable():
                         raise
+                    retried.append(str(exc.args[0]))
+            if retried:
+                # The evidence a loss would need: a commit that said yes after saying "try
+                # again" covers these offsets, and nothing will consume them again.
+                where = ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in offsets)
+                log.warning(
+                    "transaction committed after %d retried commits (%s); offsets %s",
+                    len(retried),
+                    "; ".join(retried),
+                    where,
+                )
 
         try:
             self._calls.call(commit, self._timeout_s)

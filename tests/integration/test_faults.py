@@ -104,6 +104,15 @@ class Faults:
             self.assert_running()
             time.sleep(0.2)
 
+    def warnings(self, last: int = 40) -> str:
+        """Each service's last warnings and errors: what a failed run in CI leaves to read."""
+        said = []
+        for name, service in self.services.items():
+            lines = service.log_path.read_text(errors="replace").splitlines()
+            found = [x for x in lines if " WARNING " in x or " ERROR " in x][-last:]
+            said += [f"{name}: {x}" for x in found]
+        return "\n".join(said) or "(no warnings)"
+
     def assert_running(self) -> None:
         for name, service in self.services.items():
             code = service.process.poll()
@@ -211,7 +220,10 @@ def exactly_once(
     seen = Counter(p["event_id"] for p in found)
     missing = wanted - set(seen)
     twice = [event for event, n in seen.items() if n > 1]
-    assert not missing, f"{len(missing)} of {len(wanted)} events have no prediction"
+    assert not missing, (
+        f"{len(missing)} of {len(wanted)} events have no prediction; the services said:\n"
+        + faults.warnings()
+    )
     assert not twice, f"{len(twice)} events were predicted twice, e.g. {twice[:3]}"
     return found
 
