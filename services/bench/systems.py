@@ -1,5 +1,6 @@
-"""The systems ``streamml bench`` measures: ours (the featurizer and the scorer as services)
-and the tutorial-style peer, each started on a running stack with the same champion."""
+"""The systems ``streamml bench`` measures: ours (the featurizer and the scorer as services),
+the tutorial-style faust peer and the Quix Streams peer, each started on a running stack with
+the same champion."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Protocol
 
 from services.bench.output import say
 from services.core.declarations import Domain
+from services.core.errors import ConfigError
 from services.core.serde import codecs_for
 from services.core.settings import StackSettings
 from services.registry.artifacts import ModelStore, path_of
@@ -78,6 +80,14 @@ def start_system(
 ) -> System:
     if name == "streamml":
         return OurPipeline(settings, home, service_settings)
+    if name == "quix":
+        from services.bench.quix.runner import QuixPipeline
+
+        quix = QuixPipeline(settings, home / "quix", model, version)
+        quix.start()
+        return quix
+    if name != "peer":
+        raise ConfigError(f"no system {name!r}: streamml, peer or quix")
     from services.bench.peer.runner import PeerPipeline
 
     peer = PeerPipeline(settings, home, model, version)

@@ -22,7 +22,10 @@ def register(commands: Any) -> None:
     bench.add_argument(
         "--systems",
         default="streamml,peer",
-        help="comma-separated: streamml (ours), peer (faust + Feast tutorial style)",
+        help=(
+            "comma-separated: streamml (ours), peer (faust + Feast tutorial style), "
+            "quix (Quix Streams 3, exactly-once, in its own virtualenv)"
+        ),
     )
     bench.add_argument("--cards", type=int, default=10_000, help="distinct cards in the load")
     bench.add_argument(

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from services.core.settings import StackSettings
 
@@ -112,3 +112,16 @@ def streamml(
 
 def read_env(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
+
+
+def skip_what_is_there(stack: StackSettings, topic: str, group: str) -> None:
+    """Commits ``group`` at the end of ``topic``: earlier tests of the session left thousands
+    of events there, which a peer, one event at a time, would take minutes on."""
+    consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": group})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = [
+        TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
+        for p in partitions
+    ]
+    consumer.commit(offsets=ends, asynchronous=False)
+    consumer.close()

@@ -7,7 +7,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from services.bench.peer.app import APP_ID
 from services.bench.peer.runner import PeerPipeline
@@ -15,7 +14,7 @@ from services.core.domains import load_domain
 from services.core.settings import StackSettings
 from services.registry.artifacts import ModelStore, path_of
 from services.trainer.publish import train_and_register
-from tests.integration.helpers import TopicReader, by_event_id, publish
+from tests.integration.helpers import TopicReader, by_event_id, publish, skip_what_is_there
 from tests.outside import OutsideCodec
 
 pytestmark = pytest.mark.integration
@@ -31,7 +30,7 @@ def test_the_peer_predicts_every_event_with_the_model_it_was_given(
     domain = load_domain(stack.features_dir, "payments")
     version = train_and_register(stack, domain, seed=11, events=2_000)
     card = ModelStore(stack.models_dir).card(domain.model_name, version)
-    skip_what_is_there(stack, domain.topics.events)
+    skip_what_is_there(stack, domain.topics.events, APP_ID)
     peer = PeerPipeline(stack, logs_dir / "peer", path_of(str(card["artifact_uri"])), version)
     peer.start()
     try:
@@ -55,19 +54,6 @@ def test_the_peer_predicts_every_event_with_the_model_it_was_given(
             assert prediction["model_version"] == version
             assert prediction["model_name"] == domain.model_name
             assert prediction["served_by"] == "champion"
-
-
-def skip_what_is_there(stack: StackSettings, topic: str) -> None:
-    """Commits the peer's consumer group at the end of ``topic``: earlier tests of the session
-    left thousands of events there, which the peer, one event at a time, would take minutes on."""
-    consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": APP_ID})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    ends = [
-        TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
-        for p in partitions
-    ]
-    consumer.commit(offsets=ends, asynchronous=False)
-    consumer.close()
 
 
 def transaction(i: int) -> dict[str, object]:

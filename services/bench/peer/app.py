@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from services.bench.peer.feast_repo import apply_repo, push_source_name, view_name
+from services.bench.served import model_card
 from services.core.declarations import Domain
 from services.core.domains import load_domain
 from services.core.errors import ConfigError, SerializationError
@@ -38,7 +39,6 @@ from services.core.schemas import SchemaStore
 from services.core.serde import Codec, CodecFactory, Record
 from services.integrations.faust_transport import broker_url
 from services.models.runtimes import OnnxModel
-from services.registry.artifacts import CARD_FILE
 from services.registry.versions import CHAMPION, now_ms
 from services.scorer.settings import ScorerSettings
 
@@ -213,7 +213,7 @@ class Scorer:
     def __init__(
         self, domain: Domain, store: Any, config: PeerConfig, settings: ScorerSettings
     ) -> None:
-        card = _model_card(config.model_path)
+        card = model_card(config.model_path)
         names = tuple(card["feature_names"]) if card else domain.model_inputs
         # ONNX Runtime as our scorer runs it (threads, no spinning): the model costs the same.
         self._model = OnnxModel(config.model_path.read_bytes(), names, settings.scorer_threads)
@@ -246,12 +246,3 @@ class Scorer:
             "event_time": event["event_time"],
             "predicted_at": now_ms(),
         }
-
-
-def _model_card(model_path: Path) -> dict[str, Any]:
-    """The model card beside the artifact, or {} when there is none."""
-    path = model_path.parent / CARD_FILE
-    if not path.exists():
-        return {}
-    card: dict[str, Any] = json.loads(path.read_text())
-    return card

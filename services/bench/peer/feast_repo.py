@@ -35,19 +35,20 @@ def push_source_name(entity: str) -> str:
     return f"{entity}_push"
 
 
-def apply_repo(settings: StackSettings, home: Path, domain: Domain) -> Any:
-    """Writes ``<home>/peer-feast/feature_store.yaml``, applies the objects; the store."""
+def apply_repo(settings: StackSettings, home: Path, domain: Domain, project: str = PROJECT) -> Any:
+    """Writes ``<home>/peer-feast/feature_store.yaml``, applies the objects; the store. Each
+    peer has its ``project``, so their Redis keys never meet ours or each other's."""
     repo = (home / REPO_DIR).resolve()
     repo.mkdir(parents=True, exist_ok=True)
-    (repo / STORE_YAML).write_text(yaml.safe_dump(_store_config(settings, repo)))
+    (repo / STORE_YAML).write_text(yaml.safe_dump(_store_config(settings, repo, project)))
     store = FeatureStore(repo_path=str(repo))
     store.apply(_objects(domain, repo / "offline"))
     return store
 
 
-def _store_config(settings: StackSettings, repo: Path) -> dict[str, Any]:
+def _store_config(settings: StackSettings, repo: Path, project: str) -> dict[str, Any]:
     return {
-        "project": PROJECT,
+        "project": project,
         "provider": "local",
         "registry": str(repo / "registry.db"),
         "online_store": {
