@@ -18,6 +18,7 @@ DOCS_START = "<!-- streamml bench: start (written by `streamml bench`; edits her
 DOCS_END = "<!-- streamml bench: end -->"
 OURS = "streamml"
 PEER = "peer"
+LATENCY_RATE = 1_000.0  # the offered rate whose latency the summary compares
 
 
 def table(results: Sequence[SystemResult]) -> str:
@@ -46,9 +47,18 @@ def table(results: Sequence[SystemResult]) -> str:
             f"({result.cards:,} cards, {result.partitions} partitions, on "
             f"{result.broker or 'an unnamed broker'}); peak RSS MiB: {rss}."
         )
-    ratio = throughput_ratio(results)
-    if ratio is not None:
-        lines.append(f"- **Ratio**: streamml sustains {ratio:,.1f} times the peer's throughput.")
+    for other in (r.system for r in results if r.system != OURS):
+        ratio = throughput_ratio(results, other)
+        if ratio is not None:
+            lines.append(f"- **Ratio**: streamml sustains {ratio:,.1f} times {other}'s throughput.")
+    for result in results:
+        at = next((s for s in result.steps if s.offered_per_s == LATENCY_RATE), None)
+        if at is not None:
+            lines.append(
+                f"- **{result.system} at {LATENCY_RATE:,.0f} events/s**: p50 "
+                f"{at.latency_ms_p50:g} ms, p99 {at.latency_ms_p99:g} ms"
+                f"{'' if at.kept_up else ' (fell behind)'}."
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -68,11 +78,12 @@ def _pair(p50: float | None, p99: float | None) -> str:
     return "n/a" if p50 is None or p99 is None else f"{p50:g} / {p99:g}"
 
 
-def throughput_ratio(results: Sequence[SystemResult]) -> float | None:
+def throughput_ratio(results: Sequence[SystemResult], other: str = PEER) -> float | None:
+    """Our sustained rate over ``other``'s (None when either is missing or it sustained none)."""
     by_name = {r.system: r for r in results}
-    if OURS not in by_name or PEER not in by_name or not by_name[PEER].sustained_per_s:
+    if OURS not in by_name or other not in by_name or not by_name[other].sustained_per_s:
         return None
-    return by_name[OURS].sustained_per_s / by_name[PEER].sustained_per_s
+    return by_name[OURS].sustained_per_s / by_name[other].sustained_per_s
 
 
 def machine() -> str:

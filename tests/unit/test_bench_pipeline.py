@@ -104,10 +104,15 @@ def test_sustained_throughput_is_the_best_kept_up_step_and_the_ratio_uses_it() -
     peer = SystemResult("peer", 10_000, 4, [step(100, 99, kept_up=True)])
     peer.steps.append(step(200, 120, kept_up=False))
     assert ours.sustained_per_s == 7_900
+    quix = SystemResult("quix", 10_000, 4, [step(1_000, 990, kept_up=True)])
+    quix.steps.append(step(1_500, 1_100, kept_up=False))
     assert throughput_ratio([ours, peer]) == 7_900 / 99
-    text = table([ours, peer])
+    assert throughput_ratio([ours, peer, quix], "quix") == 7_900 / 990
+    text = table([ours, peer, quix])
     assert "| streamml | 12,000 | 9,000 | no |" in text
-    assert "streamml sustains 79.8 times the peer's throughput" in text
+    assert "streamml sustains 79.8 times peer's throughput" in text
+    assert "streamml sustains 8.0 times quix's throughput" in text
+    assert "**quix at 1,000 events/s**: p50" in text
     assert "| scorer 40 x 25.5, 18.2 ms |" in text
     assert "4 partitions, on Apache Kafka 4.4.0)" in text
 
