@@ -168,7 +168,7 @@ def _run_system(
             "redis": state.redis_pid or 0,
         }
         result = SystemResult(name, cards, settings.topic_partitions, broker=state.broker)
-        if name == "streamml":
+        if name in ("streamml", "quix"):
             result.settings = dict(service_settings)
         try:
             readers = (arrivals, vectors)

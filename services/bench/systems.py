@@ -19,6 +19,9 @@ from services.stack.processes import free_port
 from services.stack.services import ServiceProcess, service_env
 from services.trainer.publish import train_and_register
 
+# ``streamml bench --set STREAMML_QUIX_COMMIT_INTERVAL_S=1``: the Quix peer's checkpoint interval.
+QUIX_COMMIT_INTERVAL = "STREAMML_QUIX_COMMIT_INTERVAL_S"
+
 
 class System(Protocol):
     """The processes under test; ``pids`` names each for CPU and memory, ``metrics_ports``
@@ -83,7 +86,10 @@ def start_system(
     if name == "quix":
         from services.bench.quix.runner import QuixPipeline
 
-        quix = QuixPipeline(settings, home / "quix", model, version)
+        interval = service_settings.get(QUIX_COMMIT_INTERVAL)
+        quix = QuixPipeline(
+            settings, home / "quix", model, version, float(interval) if interval else None
+        )
         quix.start()
         return quix
     if name != "peer":

@@ -72,15 +72,13 @@ def test_the_quix_peer_publishes_one_exact_vector_and_one_prediction_per_event(
         assert {k: vector[k] for k in expected} == pytest.approx(expected), vector["event_id"]
     for prediction in predictions:
         event = by_id[prediction["event_id"]]
-        assert prediction["online_features"] == {
-            "merchant_txn_count_1h": in_window(sent, event, "merchant_id", 3_600_000)
-        }
+        assert prediction["online_features"] == {"merchant_txn_count_1h": tiled_count(sent, event)}
         assert prediction["model_version"] == version
         assert prediction["served_by"] == "champion"
         assert 0.0 <= prediction["score"] <= 1.0
     newest = {t["merchant_id"]: t for t in sent}  # in time order: the last one wins
     assert online["merchant_txn_count_1h"] == [
-        in_window(sent, newest[m], "merchant_id", 3_600_000) for m in online["merchant_id"]
+        tiled_count(sent, newest[m]) for m in online["merchant_id"]
     ]
 
 
@@ -102,12 +100,15 @@ def transactions() -> list[dict[str, Any]]:
     ]
 
 
-def in_window(sent: list[dict[str, Any]], event: dict[str, Any], field: str, ms: int) -> int:
+def tiled_count(sent: list[dict[str, Any]], event: dict[str, Any]) -> int:
+    """The merchant's events up to ``event`` in its 5-minute tile and the 11 before (ours)."""
+    tile = 300_000
+    since = (event["event_time"] // tile - 11) * tile
     return sum(
         1
         for t in sent
-        if t[field] == event[field]
-        and event["event_time"] - ms <= t["event_time"] <= event["event_time"]
+        if t["merchant_id"] == event["merchant_id"]
+        and since <= t["event_time"] <= event["event_time"]
     )
 
 

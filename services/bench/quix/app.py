@@ -7,7 +7,7 @@ It runs in its own virtualenv (``venv.py``); the runner (``runner.py``) starts i
            ├─ payments.features (the vector, Avro, as ours)
            ├─ Feast sink: the card's row, once per checkpoint
            └─ group_by merchant (repartition topic)
-                └─ sliding window 1 h, Count (state store), this event's window only
+                └─ hopping window 1 h / 5 min, Count (state store): this event's window
                      ├─ Feast sink: the merchant's row, once per checkpoint
                      └─ ONNX model on the event's inputs → payments.predictions
 
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from quixstreams import Application, State, message_context
-from quixstreams.dataframe.windows import Count, Latest
+from quixstreams import Application, State
+from quixstreams.dataframe.windows import Count, Last
 from quixstreams.models import Deserializer, SerializationContext, Serializer
 from quixstreams.models.serializers.exceptions import SerializationError as QuixSerializationError
 from quixstreams.sinks import BatchingSink, SinkBatch
@@ -44,6 +44,7 @@ from services.core.errors import SerializationError
 from services.core.schemas import SchemaStore
 from services.core.serde import Codec, CodecFactory, Record
 from services.core.topics import schema_subject
+from services.core.windows import TILES_PER_WINDOW
 from services.featurestore.feast_objects import TIMESTAMP_FIELD
 from services.models.runtimes import OnnxModel
 from services.registry.versions import CHAMPION, now_ms
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 # (a restart, a burst) drops events, since Quix reads one partition's run of events before the
 # next's and the merchant's stream sees event times go back by minutes.
 GRACE = timedelta(hours=1)
-OFFSET = "_offset"  # the repartitioned event's own offset, to find its window among several
 
 
 @dataclass(frozen=True)
@@ -252,13 +252,17 @@ def build_app(settings: ScorerSettings, config: QuixConfig) -> Application:
     (count,) = domain.features_of(merchant.name)  # payments: the merchant's 1 h count
     if count.aggregation != Aggregation.COUNT or count.window is None:
         raise ValueError(f"the Quix peer counts a merchant's events in a window, not {count}")
+    # Our tiles' semantics (services/core/windows.py): the event's 5-minute tile and the 11
+    # before it, that is the hopping window (1 h, step 5 min) that ends with the event's tile.
+    # Each event updates 12 such windows; this event's is the one ending with its tile, and
+    # Last() (processing order) carries the event itself on to the scorer.
+    step_ms = int(count.window.total_seconds() * 1000) // TILES_PER_WINDOW
     windowed = (
         cards.group_by(merchant.key_field)
-        .apply(lambda row: {**row, OFFSET: message_context().offset})
-        .sliding_window(count.window, grace_ms=GRACE, name=count.name)
-        .agg(**{count.name: Count()}, event=Latest())
+        .hopping_window(count.window, step_ms=step_ms, grace_ms=GRACE, name=count.name)
+        .agg(**{count.name: Count()}, event=Last())
         .current()
-        .filter(lambda window: window["event"][OFFSET] == message_context().offset)
+        .filter(lambda w: w["end"] == (int(w["event"]["event_time"]) // step_ms + 1) * step_ms)
     )
     windowed.apply(
         lambda w: {
