@@ -21,6 +21,8 @@ from services.trainer.publish import train_and_register
 
 # ``streamml bench --set STREAMML_QUIX_COMMIT_INTERVAL_S=1``: the Quix peer's checkpoint interval.
 QUIX_COMMIT_INTERVAL = "STREAMML_QUIX_COMMIT_INTERVAL_S"
+# ``--set STREAMML_QUIX_PROFILE=quix.prof``: the Quix peer runs under cProfile, stats written there.
+QUIX_PROFILE = "STREAMML_QUIX_PROFILE"
 
 
 class System(Protocol):
@@ -87,8 +89,14 @@ def start_system(
         from services.bench.quix.runner import QuixPipeline
 
         interval = service_settings.get(QUIX_COMMIT_INTERVAL)
+        profile = service_settings.get(QUIX_PROFILE)
         quix = QuixPipeline(
-            settings, home / "quix", model, version, float(interval) if interval else None
+            settings,
+            home / "quix",
+            model,
+            version,
+            float(interval) if interval else None,
+            Path(profile) if profile else None,
         )
         quix.start()
         return quix

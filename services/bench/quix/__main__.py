@@ -8,6 +8,7 @@ every service. ``runner.py`` starts it so.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=DEFAULT_COMMIT_INTERVAL_S,
         help="seconds between Quix checkpoints (its default is 5; outputs wait for them)",
     )
+    parser.add_argument(
+        "--profile", type=Path, help="run under cProfile and write its stats here when it stops"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -38,7 +42,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = QuixConfig(
         args.home.resolve(), args.model.resolve(), args.model_version, args.commit_interval
     )
-    build_app(load_settings(ScorerSettings), config).run()
+    app = build_app(load_settings(ScorerSettings), config)
+    if args.profile is None:
+        app.run()
+        return
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(app.run)
+    finally:
+        profiler.dump_stats(args.profile)
 
 
 if __name__ == "__main__":

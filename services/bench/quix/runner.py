@@ -38,11 +38,13 @@ class QuixPipeline:
         model_path: Path,
         model_version: str,
         commit_interval_s: float | None = None,
+        profile: Path | None = None,
     ) -> None:
         self._settings = settings
         self._home = home.resolve()
         self._model = (model_path.resolve(), model_version)
         self._commit_interval_s = commit_interval_s
+        self._profile = profile
         self.log_path = self._home / LOG_FILE
         self._worker: ServiceProcess | None = None
 
@@ -55,6 +57,8 @@ class QuixPipeline:
         argv += ["--model", str(self._model[0]), "--model-version", self._model[1]]
         if self._commit_interval_s is not None:
             argv += ["--commit-interval", str(self._commit_interval_s)]
+        if self._profile is not None:
+            argv += ["--profile", str(self._profile.resolve())]
         env = service_env(self._settings, {"PYTHONPATH": str(REPOSITORY)})
         self._worker = worker = ServiceProcess(PROCESS, env, self.log_path, command=argv)
         events = load_domain(self._settings.features_dir, DOMAIN).topics.events
