@@ -46,7 +46,7 @@ def table(results: Sequence[SystemResult]) -> str:
             f"- **{result.system}**: sustained {result.sustained_per_s:,.0f} events/s "
             f"({result.cards:,} cards, {result.partitions} partitions, on "
             f"{result.broker or 'an unnamed broker'}; kept up: done within 1 s + "
-            f"{result.keep_up_allowance_ms:g} ms, its warm-up p99); peak RSS MiB: {rss}."
+            f"{result.keep_up_allowance_ms:g} ms, its settled warm-up p99); peak RSS MiB: {rss}."
         )
     for other in (r.system for r in results if r.system != OURS):
         ratio = throughput_ratio(results, other)
