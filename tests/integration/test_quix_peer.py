@@ -139,8 +139,13 @@ def read_all(
     decoded = [0]
 
     def all_there(values: list[bytes]) -> bool:
-        fresh = (codec.decode(v) for v in values[decoded[0] :])
-        found.extend(r for r in fresh if r["event_id"] in wanted)
+        for value in values[decoded[0] :]:
+            try:
+                record = codec.decode(value)
+            except AssertionError:  # another test's record, in a schema version of its own
+                continue
+            if record["event_id"] in wanted:
+                found.append(record)
         decoded[0] = len(values)
         return wanted <= {r["event_id"] for r in found}
 

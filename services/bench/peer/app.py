@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from services.bench.peer.feast_repo import apply_repo, push_source_name, view_name
-from services.bench.served import model_card
+from services.bench.served import model_card, prediction
 from services.core.declarations import Domain
 from services.core.domains import load_domain
 from services.core.errors import ConfigError, SerializationError
@@ -39,7 +39,6 @@ from services.core.schemas import SchemaStore
 from services.core.serde import Codec, CodecFactory, Record
 from services.integrations.faust_transport import broker_url
 from services.models.runtimes import OnnxModel
-from services.registry.versions import CHAMPION, now_ms
 from services.scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -235,14 +234,4 @@ class Scorer:
         values.update({name: event[name] for name in self._domain.passthrough})
         row = self._domain.input_row(values, self._model.feature_names)
         score = float(self._model.predict(np.array([row], dtype=np.float32))[0])
-        return {
-            "event_id": event["event_id"],
-            "card_id": event["card_id"],
-            "model_name": self._model_name,
-            "model_version": self._version,
-            "score": score,
-            "decision": score >= self._threshold,
-            "served_by": CHAMPION,
-            "event_time": event["event_time"],
-            "predicted_at": now_ms(),
-        }
+        return prediction(event, (self._model_name, self._version), score, self._threshold)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 from services.bench.peer.app import DOMAIN, SCORING_TOPIC, PeerConfig
+from services.bench.served import wait_consuming
 from services.core.domains import load_domain
-from services.core.errors import StackError
 from services.core.kafka import partition_count
 from services.core.settings import StackSettings
-from services.stack.processes import tail
 from services.stack.services import ServiceProcess, service_env
 
 PROCESS = "peer"
@@ -39,20 +37,13 @@ class PeerPipeline:
         self._worker = worker = self._spawn()
         events = load_domain(self._settings.features_dir, DOMAIN).topics.events
         wanted = set(range(partition_count(self._settings, events)))
-        deadline = time.monotonic() + timeout_s
-        while not self._consuming({events, SCORING_TOPIC}, wanted):
-            if worker.process.poll() is not None:
-                raise StackError(
-                    f"the peer exited with code {worker.process.returncode} before consuming; "
-                    f"its log {self.log_path} ends with:\n{tail(self.log_path)}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise StackError(
-                    f"the peer was not consuming within {timeout_s:.0f} s; "
-                    f"its log {self.log_path} ends with:\n{tail(self.log_path)}"
-                )
-            time.sleep(POLL_S)
+        wait_consuming(
+            "the peer",
+            worker,
+            lambda: self._consuming({events, SCORING_TOPIC}, wanted),
+            timeout_s,
+            self.stop,
+        )
 
     @property
     def metrics_ports(self) -> dict[str, int]:

@@ -37,7 +37,7 @@ from quixstreams.sinks import BatchingSink, SinkBatch
 
 from services.bench.peer.feast_repo import apply_repo, view_name
 from services.bench.quix.names import APP_ID, DOMAIN, PROJECT
-from services.bench.served import model_card
+from services.bench.served import model_card, prediction
 from services.core.declarations import Aggregation, Domain, Feature
 from services.core.domains import load_domain
 from services.core.errors import SerializationError
@@ -47,7 +47,6 @@ from services.core.topics import schema_subject
 from services.core.windows import TILES_PER_WINDOW
 from services.featurestore.feast_objects import TIMESTAMP_FIELD
 from services.models.runtimes import OnnxModel
-from services.registry.versions import CHAMPION, now_ms
 from services.scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -185,18 +184,13 @@ class Scorer:
         values = {**event, **{name: window[name] for name in self._online}}
         row = self._domain.input_row(values, self._model.feature_names)
         score = float(self._model.predict(np.array([row], dtype=np.float32))[0])
-        return {
-            "event_id": event["event_id"],
-            "card_id": event["card_id"],
-            "model_name": self._model_name,
-            "model_version": self._version,
-            "score": score,
-            "decision": score >= self._threshold,
-            "served_by": CHAMPION,
-            "event_time": event["event_time"],
-            "predicted_at": now_ms(),
-            "online_features": {name: window[name] for name in self._online},
-        }
+        return prediction(
+            event,
+            (self._model_name, self._version),
+            score,
+            self._threshold,
+            online_features={name: window[name] for name in self._online},
+        )
 
 
 def skip_undecodable(exc: Exception, _message: Any, logger: logging.Logger) -> bool:

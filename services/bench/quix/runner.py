@@ -7,7 +7,6 @@ topic, which the runner reads from the broker (Quix has no hook of its own for i
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from confluent_kafka import ConsumerGroupState
@@ -15,11 +14,10 @@ from confluent_kafka import ConsumerGroupState
 import services
 from services.bench.quix.names import APP_ID, DOMAIN
 from services.bench.quix.venv import ensure_venv
+from services.bench.served import wait_consuming
 from services.core.domains import load_domain
-from services.core.errors import StackError
 from services.core.kafka import admin_client, partition_count
 from services.core.settings import StackSettings
-from services.stack.processes import tail
 from services.stack.services import ServiceProcess, service_env
 
 PROCESS = "quix"
@@ -63,20 +61,9 @@ class QuixPipeline:
         self._worker = worker = ServiceProcess(PROCESS, env, self.log_path, command=argv)
         events = load_domain(self._settings.features_dir, DOMAIN).topics.events
         wanted = set(range(partition_count(self._settings, events)))
-        deadline = time.monotonic() + timeout_s
-        while not self._consuming(events, wanted):
-            if worker.process.poll() is not None:
-                raise StackError(
-                    f"the Quix peer exited with code {worker.process.returncode} before "
-                    f"consuming; its log {self.log_path} ends with:\n{tail(self.log_path)}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise StackError(
-                    f"the Quix peer was not consuming within {timeout_s:.0f} s; "
-                    f"its log {self.log_path} ends with:\n{tail(self.log_path)}"
-                )
-            time.sleep(POLL_S)
+        wait_consuming(
+            "the Quix peer", worker, lambda: self._consuming(events, wanted), timeout_s, self.stop
+        )
 
     @property
     def metrics_ports(self) -> dict[str, int]:
