@@ -1,5 +1,5 @@
-"""What the peers share: the model card beside the ONNX file they are given, the prediction
-record they publish, and the runners' wait for their process to consume."""
+"""What the peers share: the model they are given (its card beside the ONNX file), the
+prediction record they publish, their runners' one process and the wait for it to consume."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from services.core.declarations import Domain
 from services.core.errors import StackError
 from services.core.serde import Record
+from services.models.runtimes import OnnxModel
 from services.registry.artifacts import CARD_FILE
 from services.registry.versions import CHAMPION, now_ms
 from services.stack.processes import tail
@@ -26,6 +28,38 @@ def model_card(model_path: Path) -> dict[str, Any]:
         return {}
     card: dict[str, Any] = json.loads(path.read_text())
     return card
+
+
+def served_model(model_path: Path, domain: Domain, threads: int) -> tuple[OnnxModel, str]:
+    """The ONNX model, run as our scorer runs it (threads, no spinning) so that it costs the
+    same, with its inputs by name from its card; and the model's name."""
+    card = model_card(model_path)
+    names = tuple(card["feature_names"]) if card else domain.model_inputs
+    model = OnnxModel(model_path.read_bytes(), names, threads)
+    return model, str(card.get("model_name", domain.model_name))
+
+
+class PeerProcess:
+    """A runner's one process (``_worker``, set by its ``start``), named ``process_name`` for
+    the benchmark's CPU and memory figures."""
+
+    process_name = "peer"
+    _worker: ServiceProcess | None = None
+
+    @property
+    def metrics_ports(self) -> dict[str, int]:
+        """None: a peer serves no Prometheus metrics, as its tutorials' apps would not."""
+        return {}
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {self.process_name: self._worker.process.pid} if self._worker is not None else {}
+
+    def stop(self) -> None:
+        """SIGTERM (the peer commits and exits), SIGKILL if that takes too long."""
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
 
 
 def prediction(

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from services.bench.peer.feast_repo import apply_repo, push_source_name, view_name
-from services.bench.served import model_card, prediction
+from services.bench.served import prediction, served_model
 from services.core.declarations import Domain
 from services.core.domains import load_domain
 from services.core.errors import ConfigError, SerializationError
@@ -38,7 +38,6 @@ from services.core.kafka import TopicSpec, create_topics, partition_count
 from services.core.schemas import SchemaStore
 from services.core.serde import Codec, CodecFactory, Record
 from services.integrations.faust_transport import broker_url
-from services.models.runtimes import OnnxModel
 from services.scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -212,17 +211,17 @@ class Scorer:
     def __init__(
         self, domain: Domain, store: Any, config: PeerConfig, settings: ScorerSettings
     ) -> None:
-        card = model_card(config.model_path)
-        names = tuple(card["feature_names"]) if card else domain.model_inputs
-        # ONNX Runtime as our scorer runs it (threads, no spinning): the model costs the same.
-        self._model = OnnxModel(config.model_path.read_bytes(), names, settings.scorer_threads)
-        self._model_name = str(card.get("model_name", domain.model_name))
+        self._model, self._model_name = served_model(
+            config.model_path, domain, settings.scorer_threads
+        )
         self._version = config.model_version
         self._threshold = settings.scorer_threshold
         self._domain = domain
         self._store = store
         by_name = {f.name: f for f in domain.features}
-        self._refs = [f"{view_name(by_name[n].entity)}:{n}" for n in names if n in by_name]
+        self._refs = [
+            f"{view_name(by_name[n].entity)}:{n}" for n in self._model.feature_names if n in by_name
+        ]
         self._keys = [e.key_field for e in domain.featurized_entities]
 
     def predict(self, event: Record) -> Record:

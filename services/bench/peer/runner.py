@@ -7,19 +7,20 @@ import sys
 from pathlib import Path
 
 from services.bench.peer.app import DOMAIN, SCORING_TOPIC, PeerConfig
-from services.bench.served import wait_consuming
+from services.bench.served import PeerProcess, wait_consuming
 from services.core.domains import load_domain
 from services.core.kafka import partition_count
 from services.core.settings import StackSettings
 from services.stack.services import ServiceProcess, service_env
 
-PROCESS = "peer"
 LOG_FILE = "peer.log"
 POLL_S = 0.2
 
 
-class PeerPipeline:
+class PeerPipeline(PeerProcess):
     """Starts the peer's processes on a running stack; stop() stops them."""
+
+    process_name = "peer"
 
     def __init__(
         self, settings: StackSettings, home: Path, model_path: Path, model_version: str
@@ -27,7 +28,6 @@ class PeerPipeline:
         self._settings = settings
         self._config = PeerConfig(home.resolve(), model_path.resolve(), model_version)
         self.log_path = self._config.home / LOG_FILE
-        self._worker: ServiceProcess | None = None
 
     def start(self, timeout_s: float = 120.0) -> None:
         """Returns once the worker consumes every partition of both agents' topics; raises
@@ -45,21 +45,6 @@ class PeerPipeline:
             self.stop,
         )
 
-    @property
-    def metrics_ports(self) -> dict[str, int]:
-        """None: the peer serves no Prometheus metrics, as a tutorial's would not."""
-        return {}
-
-    @property
-    def pids(self) -> dict[str, int]:
-        return {PROCESS: self._worker.process.pid} if self._worker is not None else {}
-
-    def stop(self) -> None:
-        """SIGTERM (faust stops its agents and commits), SIGKILL if that takes too long."""
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
-
     def _spawn(self) -> ServiceProcess:
         config = self._config
         argv = [
@@ -74,7 +59,7 @@ class PeerPipeline:
             config.model_version,
         ]
         env = service_env(self._settings)
-        return ServiceProcess(PROCESS, env, self.log_path, command=argv)
+        return ServiceProcess(self.process_name, env, self.log_path, command=argv)
 
     def _consuming(self, topics: set[str], partitions: set[int]) -> bool:
         """Whether the worker's last finished rebalance gave it all ``partitions`` of each topic."""

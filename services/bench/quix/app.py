@@ -37,7 +37,7 @@ from quixstreams.sinks import BatchingSink, SinkBatch
 
 from services.bench.peer.feast_repo import apply_repo, view_name
 from services.bench.quix.names import APP_ID, DOMAIN, PROJECT
-from services.bench.served import model_card, prediction
+from services.bench.served import prediction, served_model
 from services.core.declarations import Aggregation, Domain, Feature
 from services.core.domains import load_domain
 from services.core.errors import SerializationError
@@ -46,7 +46,6 @@ from services.core.serde import Codec, CodecFactory, Record
 from services.core.topics import schema_subject
 from services.core.windows import TILES_PER_WINDOW
 from services.featurestore.feast_objects import TIMESTAMP_FIELD
-from services.models.runtimes import OnnxModel
 from services.scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -170,10 +169,9 @@ class Scorer:
     """One ONNX Runtime call per event, on the same inputs as our scorer's."""
 
     def __init__(self, domain: Domain, config: QuixConfig, settings: ScorerSettings) -> None:
-        card = model_card(config.model_path)
-        names = tuple(card["feature_names"]) if card else domain.model_inputs
-        self._model = OnnxModel(config.model_path.read_bytes(), names, settings.scorer_threads)
-        self._model_name = str(card.get("model_name", domain.model_name))
+        self._model, self._model_name = served_model(
+            config.model_path, domain, settings.scorer_threads
+        )
         self._version = config.model_version
         self._threshold = settings.scorer_threshold
         self._domain = domain

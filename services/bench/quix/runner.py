@@ -14,20 +14,21 @@ from confluent_kafka import ConsumerGroupState
 import services
 from services.bench.quix.names import APP_ID, DOMAIN
 from services.bench.quix.venv import ensure_venv
-from services.bench.served import wait_consuming
+from services.bench.served import PeerProcess, wait_consuming
 from services.core.domains import load_domain
 from services.core.kafka import admin_client, partition_count
 from services.core.settings import StackSettings
 from services.stack.services import ServiceProcess, service_env
 
-PROCESS = "quix"
 LOG_FILE = "quix.log"
 POLL_S = 0.5
 REPOSITORY = Path(services.__file__).resolve().parent.parent
 
 
-class QuixPipeline:
+class QuixPipeline(PeerProcess):
     """The Quix Streams peer's one process; ``stop()`` ends it (SIGTERM: Quix commits)."""
+
+    process_name = "quix"
 
     def __init__(
         self,
@@ -44,7 +45,6 @@ class QuixPipeline:
         self._commit_interval_s = commit_interval_s
         self._profile = profile
         self.log_path = self._home / LOG_FILE
-        self._worker: ServiceProcess | None = None
 
     def start(self, timeout_s: float = 180.0) -> None:
         """Returns once the peer consumes every partition of the events topic; raises
@@ -58,26 +58,12 @@ class QuixPipeline:
         if self._profile is not None:
             argv += ["--profile", str(self._profile.resolve())]
         env = service_env(self._settings, {"PYTHONPATH": str(REPOSITORY)})
-        self._worker = worker = ServiceProcess(PROCESS, env, self.log_path, command=argv)
+        self._worker = worker = ServiceProcess(self.process_name, env, self.log_path, command=argv)
         events = load_domain(self._settings.features_dir, DOMAIN).topics.events
         wanted = set(range(partition_count(self._settings, events)))
         wait_consuming(
             "the Quix peer", worker, lambda: self._consuming(events, wanted), timeout_s, self.stop
         )
-
-    @property
-    def metrics_ports(self) -> dict[str, int]:
-        """None: Quix Streams serves no Prometheus metrics of its own."""
-        return {}
-
-    @property
-    def pids(self) -> dict[str, int]:
-        return {PROCESS: self._worker.process.pid} if self._worker is not None else {}
-
-    def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
 
     def _consuming(self, topic: str, partitions: set[int]) -> bool:
         admin = admin_client(self._settings)
