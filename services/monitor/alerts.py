@@ -6,10 +6,8 @@ import logging
 import time
 import uuid
 
-from confluent_kafka import Producer
-
 from services.core.declarations import Domain
-from services.core.errors import StackError
+from services.core.delivery import Acknowledged
 from services.core.kafka import producer_config
 from services.core.serde import CodecFactory, Record
 from services.core.settings import StackSettings
@@ -23,7 +21,7 @@ log = logging.getLogger(__name__)
 
 CONCEPT_DRIFT = "concept_drift"
 QUALITY = "quality"
-FLUSH_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 10.0
 
 
 class AlertPublisher:
@@ -38,7 +36,7 @@ class AlertPublisher:
         self._metrics = metrics
         self._alerts = codecs.for_topic(ALERTS)
         self._requests = codecs.for_topic(RETRAIN_REQUESTS)
-        self._producer = Producer(producer_config(settings))
+        self._producer = Acknowledged(producer_config(settings))
 
     def concept_drift(self, alarm: Alarm, window_end_ms: int) -> Record:
         """Publishes the alarm's alert and, when the error rate rose, the retraining request it
@@ -147,8 +145,8 @@ class AlertPublisher:
             "raised_at": int(time.time() * 1000),
         }
         key = f"{self._domain.name}|{version}|{kind}".encode()
-        self._producer.produce(ALERTS, key=key, value=self._alerts.encode(alert))
-        self._flush(f"the alert {alert['alert_id']}")
+        self._producer.send(ALERTS, key, self._alerts.encode(alert))
+        self._producer.confirm(f"the alert {alert['alert_id']}")
         self._metrics.alerts.labels(self._domain.name, kind).inc()
         before = "" if baseline is None else f"{baseline:.3f} -> "
         log.warning(
@@ -179,16 +177,12 @@ class AlertPublisher:
             "change_point": change_point_ms,
             "requested_at": int(time.time() * 1000),
         }
-        self._producer.produce(
-            RETRAIN_REQUESTS, key=self._domain.name.encode(), value=self._requests.encode(request)
+        self._producer.send(
+            RETRAIN_REQUESTS, self._domain.name.encode(), self._requests.encode(request)
         )
-        self._flush(f"the retrain request {request_id}")
+        self._producer.confirm(f"the retrain request {request_id}")
         self._metrics.retrain_requests.labels(self._domain.name).inc()
         log.warning("retrain request %s: %s", request_id, reason)
 
-    def _flush(self, what: str) -> None:
-        if self._producer.flush(FLUSH_TIMEOUT_S):
-            raise StackError(f"{what} was not acknowledged by the broker")
-
     def close(self) -> None:
-        self._producer.flush(FLUSH_TIMEOUT_S)
+        self._producer.close(CLOSE_TIMEOUT_S)

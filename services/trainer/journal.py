@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from services.core.delivery import Acknowledged
 from services.core.errors import StackError
 from services.core.kafka import history_consumer_config, producer_config
 from services.core.serde import CodecFactory, Record
@@ -23,7 +24,7 @@ from services.core.settings import StackSettings
 from services.core.topics import MODEL_EVENTS
 from services.registry.versions import now_ms
 
-FLUSH_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 30.0
 LOADED, REFUSED = "loaded", "refused"  # the schema's outcome: went on, or was stopped
 
@@ -82,7 +83,7 @@ class Journal:
         self._model_name = model_name
         self._service = f"trainer/{instance}"
         self._codec = codecs.for_topic(MODEL_EVENTS)
-        self._producer = Producer(producer_config(settings))
+        self._producer = Acknowledged(producer_config(settings))
 
     def tell(
         self,
@@ -113,13 +114,12 @@ class Journal:
             "figures": {k: float(v) for k, v in (figures or {}).items()},
         }
         key = f"{self._model_name}@{version}".encode()
-        self._producer.produce(MODEL_EVENTS, key=key, value=self._codec.encode(record))
-        if self._producer.flush(FLUSH_TIMEOUT_S):
-            raise StackError(f"the {step} step of {key.decode()} was not acknowledged")
+        self._producer.send(MODEL_EVENTS, key, self._codec.encode(record))
+        self._producer.confirm(f"the {step} step of {key.decode()}")
         return Told(step, version, request_id, reason, at, dataset_id, record["figures"])
 
     def close(self) -> None:
-        self._producer.flush(FLUSH_TIMEOUT_S)
+        self._producer.close(CLOSE_TIMEOUT_S)
 
 
 def read_journal(settings: StackSettings, codecs: CodecFactory, model_name: str) -> list[Record]:
