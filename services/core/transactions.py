@@ -5,10 +5,11 @@ consumer sees each output once, also when the service dies between two batches: 
 produced for an unfinished batch is aborted, and the batch is consumed again.
 
 A batch whose transaction fails (a broker lost mid-commit, a coordinator moving) does not stop
-the service: ``batch()`` raises ``TransactionFailed``, and the service calls ``recover()``,
-rewinds its consumer to the committed offsets (``rewind_to_committed``) and rebuilds whatever
-state it keeps from what was committed. No output is lost (the batch runs again) and none is
-doubled (its first attempt never committed, or committed with its offsets).
+the service: ``batch()`` raises ``TransactionFailed``, and the service calls ``recover()``, which
+replaces the producer and the consumer. The new consumer joins the group and starts each
+partition at its committed offset, and the service's ``on_assign`` rebuilds whatever state it
+keeps as of that commit. No output is lost (the batch runs again) and none is doubled (its first
+attempt never committed, or committed with its offsets).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from services.core.errors import StackError
 
@@ -164,29 +165,42 @@ class TransactionalProducer:
                 self._producer.poll(_QUEUE_FULL_WAIT_S)
 
     def recover(
-        self,
-        rebuild: Callable[[Committed], None],
-        keep_trying: Callable[[], bool],
-    ) -> None:
-        """After ``TransactionFailed``: rewinds the consumer to the committed offsets and calls
-        ``rebuild`` with them, so the service can rebuild its state as of that commit.
+        self, resubscribe: Callable[[], Consumer], keep_trying: Callable[[], bool]
+    ) -> Consumer:
+        """After ``TransactionFailed``: returns the consumer the service reads with from now on.
 
         The producer that failed is first replaced by a new one with the same transactional id,
         whose start fences the old one and aborts its transaction if it is still open (the old
-        one may be stuck in a call that never returns): until then read_committed readers (the
-        rewind's, a changelog restore) would wait on that transaction. A step that fails
-        (the cluster still electing leaders) is tried again every ``RECOVERY_RETRY_S`` while
-        ``keep_trying()``.
+        one may be stuck in a call that never returns): until then read_committed readers (a
+        changelog restore) would wait on that transaction, and the group's offset fetch would
+        wait on its offsets. This is tried again every ``RECOVERY_RETRY_S`` while
+        ``keep_trying()`` (the cluster may still be electing leaders).
+
+        Then the consumer is closed, leaving its group, and ``resubscribe()`` makes and
+        subscribes a new one: the group assigns it the partitions again, each starting at its
+        committed offset, and the service's ``on_assign`` rebuilds its state as of that commit.
+        The consumer is not rewound by seeking: in a full test run under load (issue 17), a
+        consumer seeked back over committed records, while a transaction just after them on the
+        same partition was being aborted, never delivered them again (33 events lost). The log
+        read correctly afterwards; a new consumer carries no fetch state from before.
         """
-        while keep_trying():
+        while not self._usable:
+            if not keep_trying():
+                return self._consumer  # stopping: the service closes it
             try:
-                if not self._usable:
-                    self._replace()
-                rebuild(rewind_to_committed(self._consumer, self._timeout_s))
-                return
-            except (KafkaException, CallTimedOut, StackError) as exc:
+                self._replace()
+            except (KafkaException, CallTimedOut) as exc:
                 log.warning("recovery failed (%s); trying again in %.0f s", exc, RECOVERY_RETRY_S)
                 time.sleep(RECOVERY_RETRY_S)
+        started = time.perf_counter()
+        self._consumer.close()
+        self._consumer = resubscribe()
+        log.warning(
+            "consumer replaced (old one closed in %.2f s); its partitions start again at the "
+            "group's committed offsets",
+            time.perf_counter() - started,
+        )
+        return self._consumer
 
     def _replace(self) -> None:
         self._calls.close()
@@ -246,23 +260,8 @@ class TransactionalProducer:
             self._usable = False
 
 
+# Each (topic, partition)'s committed offset; None where nothing is committed yet.
 Committed = dict[tuple[str, int], int | None]
-
-
-def rewind_to_committed(consumer: Consumer, timeout_s: float) -> Committed:
-    """Seeks every assigned partition back to the group's committed offset (its beginning when
-    nothing is committed yet); returns each (topic, partition)'s committed offset, None where
-    there is none."""
-    assigned = consumer.assignment()
-    if not assigned:
-        return {}
-    committed: Committed = {}
-    for tp in consumer.committed(assigned, timeout_s):
-        offset = tp.offset if tp.offset >= 0 else None
-        committed[(tp.topic, tp.partition)] = offset
-        target = OFFSET_BEGINNING if offset is None else offset
-        consumer.seek(TopicPartition(tp.topic, tp.partition, target))
-    return committed
 
 
 def next_offsets(positions: Iterable[tuple[str, int, int]]) -> list[TopicPartition]:

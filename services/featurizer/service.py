@@ -65,7 +65,7 @@ class Featurizer(StoppableLoop):
             view_layouts(domains),
         )
         app_id = settings.featurizer_app_id
-        self._consumer = Consumer(consumer_config(settings, app_id))
+        self._consumer = self._new_consumer()
         self._producer = TransactionalProducer(
             producer_config(
                 settings,
@@ -95,12 +95,7 @@ class Featurizer(StoppableLoop):
     def run(self) -> None:
         settings = self._settings
         self._producer.init()
-        self._consumer.subscribe(
-            list(self._routes),
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        self._subscribe(self._consumer)
         log.info("featurizer: consuming %s", ", ".join(self._routes))
         wait_s = settings.batch_wait(settings.featurizer_batch_wait_ms) / 1000
         try:
@@ -196,17 +191,32 @@ class Featurizer(StoppableLoop):
         self._metrics.write_rows.observe(rows)
 
     def _recover(self, failure: TransactionFailed) -> None:
-        """The failed batch's changes are in memory only: every owned partition's windows are
-        restored as of the committed offsets the consumer is rewound to."""
+        """The failed batch's changes are in memory only: they are all forgotten, and the new
+        consumer's assignment restores every partition's windows as of its committed offset."""
         log.warning("%s; restoring the state of the last commit and consuming from there", failure)
         self._metrics.recoveries.inc()
-        self._producer.recover(self._restore_rewound, lambda: self._running)
-
-    def _restore_rewound(self, committed: Committed) -> None:
         self._online.take()  # rows of the failed batch; its second run computes them again
-        started = time.perf_counter()
-        self._restore(committed)
-        log.info("restored %d partitions in %.2f s", len(committed), time.perf_counter() - started)
+        self._consumer = self._producer.recover(self._resubscribe, lambda: self._running)
+
+    def _resubscribe(self) -> Consumer:
+        """Called once the old consumer is closed (its partitions revoked, so parked)."""
+        for route in self._routes.values():
+            for number in route.table.partitions:
+                route.table.drop(number)
+        self._parked.clear()
+        return self._subscribe(self._new_consumer())
+
+    def _new_consumer(self) -> Consumer:
+        return Consumer(consumer_config(self._settings, self._settings.featurizer_app_id))
+
+    def _subscribe(self, consumer: Consumer) -> Consumer:
+        consumer.subscribe(
+            list(self._routes),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        return consumer
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assigned = {(tp.topic, tp.partition) for tp in partitions}

@@ -75,7 +75,7 @@ class Monitor(StoppableLoop):
         self._done_ttl_ms = int(domain.monitoring.done_ttl.total_seconds() * 1000)
         self._tables: dict[int, JoinTable] = {}
         group = group_id(settings, domain)
-        self._consumer = Consumer(consumer_config(settings, group))
+        self._consumer = self._new_consumer()
         self._producer = TransactionalProducer(
             producer_config(
                 settings, **{"transactional.id": f"{group}-{settings.monitor_instance}"}
@@ -99,11 +99,9 @@ class Monitor(StoppableLoop):
     def run(self) -> None:
         settings = self._settings
         self._producer.init()
-        topics = [*self._reader.topics, self._by_event]
-        self._consumer.subscribe(
-            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
-        log.info("monitor %s: consuming %s", self._domain.name, ", ".join(topics))
+        self._subscribe(self._consumer)
+        topics = ", ".join(self._topics())
+        log.info("monitor %s: consuming %s", self._domain.name, topics)
         wait_s = settings.monitor_batch_wait_ms / 1000
         try:
             while self._running:
@@ -237,9 +235,27 @@ class Monitor(StoppableLoop):
         return Change(event_id, Kind(kind), self._part_of(self._part_codec.decode(value)))
 
     def _recover(self, failure: TransactionFailed) -> None:
+        """The new consumer's assignment restores the join state as of the last commit."""
         log.warning("%s; restoring the join state of the last commit", failure)
         self._metrics.recoveries.labels(self._domain.name).inc()
-        self._producer.recover(self._restore, lambda: self._running)
+        self._consumer = self._producer.recover(
+            lambda: self._subscribe(self._new_consumer()), lambda: self._running
+        )
+
+    def _new_consumer(self) -> Consumer:
+        return Consumer(consumer_config(self._settings, group_id(self._settings, self._domain)))
+
+    def _topics(self) -> list[str]:
+        return [*self._reader.topics, self._by_event]
+
+    def _subscribe(self, consumer: Consumer) -> Consumer:
+        consumer.subscribe(
+            self._topics(),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        return consumer
 
     def _restore(self, committed: Committed) -> None:
         """Rebuilds the join tables of the by-event partitions among ``committed``."""

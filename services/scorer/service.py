@@ -21,12 +21,7 @@ from services.core.declarations import Domain
 from services.core.kafka import consume_batch, consumer_config, producer_config
 from services.core.lifecycle import StoppableLoop
 from services.core.serde import CodecFactory
-from services.core.transactions import (
-    Committed,
-    TransactionalProducer,
-    TransactionFailed,
-    next_offsets,
-)
+from services.core.transactions import TransactionalProducer, TransactionFailed, next_offsets
 from services.registry.artifacts import ModelStore
 from services.scorer.batch import BatchResult, BatchScorer, Incoming, ModelCaller, VectorScorer
 from services.scorer.dedup import RecentIds, recent_predictions_for
@@ -77,7 +72,7 @@ class Scorer(StoppableLoop):
             stream,
             RecentIds(settings.scorer_dedup_capacity),
         )
-        self._consumer = Consumer(consumer_config(settings, group_id(settings, domain)))
+        self._consumer = self._new_consumer()
         self._producer = TransactionalProducer(
             producer_config(
                 settings,
@@ -118,12 +113,7 @@ class Scorer(StoppableLoop):
             self._topics.predictions,
             self._codecs.for_topic(self._topics.predictions),
         )
-        self._consumer.subscribe(
-            [self._topics.features],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
-        )
+        self._subscribe(self._consumer)
         wait_s = self._settings.batch_wait(self._settings.scorer_batch_wait_ms) / 1000
         log.info("scorer for %s: consuming %s", self._domain.name, self._topics.features)
         try:
@@ -151,12 +141,21 @@ class Scorer(StoppableLoop):
         whose commit went through unanswered is past those offsets, not read again."""
         log.warning("%s; scoring again from the last committed offsets", failure)
         self._metrics.recoveries.labels(self._domain.name).inc()
-        self._producer.recover(self._rewound, lambda: self._running)
+        self._consumer = self._producer.recover(
+            lambda: self._subscribe(self._new_consumer()), lambda: self._running
+        )
 
-    def _rewound(self, committed: Committed) -> None:
-        """Says where the rewind put each partition: the evidence if one is ever skipped."""
-        where = ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(committed.items()))
-        log.warning("rewound to the committed offsets: %s", where or "no partition assigned")
+    def _new_consumer(self) -> Consumer:
+        return Consumer(consumer_config(self._settings, group_id(self._settings, self._domain)))
+
+    def _subscribe(self, consumer: Consumer) -> Consumer:
+        consumer.subscribe(
+            [self._topics.features],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        return consumer
 
     def _observe_lag(self, messages: list[Any]) -> None:
         """Records behind the end, per partition, from the watermarks of the last fetch."""
