@@ -27,11 +27,14 @@ _BATCH = 5_000
 @dataclass
 class StepArrivals:
     """What arrived of one step's events: how often each index, and each first arrival's
-    latency in milliseconds."""
+    latency in milliseconds, whole and to the scorer's ``predicted_at`` stamp."""
 
     expected: int
     seen: bytearray = field(init=False)
     latencies_ms: list[float] = field(default_factory=list)
+    # event time to predicted_at: the featurizer and the scorer, not the scorer's commit nor
+    # this reader (same order as latencies_ms)
+    scored_ms: list[float] = field(default_factory=list)
     last_arrival_unix_s: float = 0.0
     served_by: Counter[str] = field(default_factory=Counter)  # first arrivals, by who scored
 
@@ -93,7 +96,9 @@ class Arrivals:
             return
         index = parsed[2]
         if arrivals.seen[index] == 0:
-            arrivals.latencies_ms.append(now * 1000 - int(record["event_time"]))
+            event_time = int(record["event_time"])
+            arrivals.latencies_ms.append(now * 1000 - event_time)
+            arrivals.scored_ms.append(float(record["predicted_at"]) - event_time)
             arrivals.last_arrival_unix_s = now
             arrivals.served_by[str(record.get("served_by"))] += 1
         arrivals.seen[index] = min(arrivals.seen[index] + 1, 255)
@@ -110,12 +115,14 @@ class Arrivals:
                 return False
             time.sleep(0.02)
 
-    def latencies_since(self, step: int, start: int) -> tuple[list[float], int]:
-        """The latencies of the step's first arrivals from index ``start`` on, and where the
-        next call starts (a long run reads them in slices, not whole)."""
+    def latencies_since(self, step: int, start: int) -> tuple[list[float], list[float], int]:
+        """The latencies of the step's first arrivals from index ``start`` on (whole, and to
+        the scorer's stamp), and where the next call starts (a long run reads them in slices,
+        not whole)."""
         with self._lock:
-            latencies = self._steps[step].latencies_ms
-            return latencies[start:], len(latencies)
+            arrivals = self._steps[step]
+            end = len(arrivals.latencies_ms)
+            return arrivals.latencies_ms[start:end], arrivals.scored_ms[start:end], end
 
     def snapshot(self, step: int) -> StepArrivals:
         with self._lock:
@@ -123,6 +130,7 @@ class Arrivals:
             copy = StepArrivals(arrivals.expected)
             copy.seen[:] = arrivals.seen
             copy.latencies_ms = list(arrivals.latencies_ms)
+            copy.scored_ms = list(arrivals.scored_ms)
             copy.last_arrival_unix_s = arrivals.last_arrival_unix_s
             copy.served_by = Counter(arrivals.served_by)
             return copy

@@ -4,9 +4,10 @@ On a fresh local stack (Apache Kafka unless the embedded broker is chosen) the b
 promoted, the featurizer, the scorer and the monitor start, and the open-loop load generator
 offers ``rate`` events/s for ``minutes``, each event's outcome following it ``LABEL_DELAY_S``
 later. Every ``sample_s`` seconds this records, for each process (broker,
-Redis, the services): resident memory (RSS) and CPU; each consumer group's lag (records behind
-the end of its topics); and the latency percentiles (event time to a read_committed reader's
-receipt) of the predictions that arrived since the last sample. At the end every event is
+Redis, the services, the load generator): resident memory (RSS) and CPU; each consumer group's
+lag (records behind the end of its topics); and the latency percentiles of the predictions that
+arrived since the last sample: event time to a read_committed reader's receipt, and event time
+to the scorer's ``predicted_at`` stamp (which side of the scorer's commit a change is on). At the end every event is
 accounted for (predicted once, more than once, or missing; joined with its outcome by the
 monitor), and the summary says whether memory
 stayed flat after the warm-up (under ``RSS_GROWTH_LIMIT``), the lag stayed bounded and p99 stable.
@@ -24,9 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-
 from services.bench.arrivals import Arrivals
+from services.bench.lags import GroupLags
 from services.bench.loadgen import StepPlan
 from services.bench.output import say
 from services.bench.procstat import exited, resident_mib, usage
@@ -48,9 +48,11 @@ SEED = 7
 TRAIN_EVENTS = 20_000
 DRAIN_S = 60.0
 RSS_GROWTH_LIMIT = 0.10  # after the warm-up: "flat"
-# Servers the stack runs for us: their RSS is recorded, not judged. A JVM's grows as its heap
-# is first touched (up to -Xmx), Redis's with the online rows; neither is our state.
-SERVERS = ("broker", "redis")
+# Recorded, not judged: the servers the stack runs for us (a JVM's RSS grows as its heap is
+# first touched, up to -Xmx; Redis's with the online rows; neither is our state), and the load
+# generator (it holds the run's events, encoded before it starts).
+LOAD_GENERATOR = "loadgen"
+NOT_JUDGED = ("broker", "redis", LOAD_GENERATOR)
 PROGRESS_EVERY_S = 60.0
 LABEL_DELAY_S = 30.0
 SERVICES = ("featurizer", "scorer", "monitor")
@@ -65,6 +67,9 @@ class Sample:
     lag: dict[str, int]  # consumer group: records behind the end of its topics
     latency_ms: dict[str, float]  # p50, p95, p99, max of the interval's predictions
     predicted: int  # predictions of this run so far
+    # the same, from event time to the scorer's predicted_at only (featurizer and scorer, not
+    # the scorer's commit nor the reader): says which side a change of latency_ms is on
+    scored_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,7 +120,7 @@ def run_soak(
         )
         featurizer = FeaturizerSettings().featurizer_app_id  # the services' own defaults
         forwarded = [domain.topics.by_entity(featurizer, e.name) for e in domain.secondary_entities]
-        lags = _Lags(
+        lags = GroupLags(
             settings,
             {
                 featurizer: [domain.topics.events, *forwarded],
@@ -170,13 +175,15 @@ def _watch(
     result: SoakResult,
     generator: subprocess.Popen[str],
     arrivals: Arrivals,
-    lags: _Lags,
+    lags: GroupLags,
     pids: dict[str, int],
     seconds: float,
 ) -> None:
-    """Samples until the generator is done."""
+    """Samples until the generator is done (it is watched too: its CPU says whether it had
+    the time to send on schedule)."""
+    watched = {**pids, LOAD_GENERATOR: generator.pid}
     started = last = time.monotonic()
-    cpu_before = {n: usage(p).cpu_seconds for n, p in pids.items() if p}
+    cpu_before = {n: usage(p).cpu_seconds for n, p in watched.items() if p}
     seen, said = 0, started
     while generator.poll() is None:
         time.sleep(max(0.0, result.sample_s - (time.monotonic() - last)))
@@ -184,15 +191,18 @@ def _watch(
         gone = sorted(n for n, p in pids.items() if p and exited(p))
         if gone:
             raise StackError(f"soak: {', '.join(gone)} exited; see the logs")
-        cpu = {n: usage(p).cpu_seconds for n, p in pids.items() if p}
-        latencies, seen = arrivals.latencies_since(0, seen)
+        if generator.poll() is not None:
+            break  # done since the last sample: its last interval is not a full one
+        cpu = {n: usage(p).cpu_seconds for n, p in watched.items() if p}
+        latencies, scored, seen = arrivals.latencies_since(0, seen)
         sample = Sample(
             t_s=round(now - started, 1),
-            rss_mib={n: round(resident_mib(p), 1) for n, p in pids.items() if p},
+            rss_mib={n: round(resident_mib(p), 1) for n, p in watched.items() if p},
             cpu_percent={n: round(100 * (cpu[n] - cpu_before[n]) / (now - last), 1) for n in cpu},
             lag=lags.read(),
             latency_ms=_percentiles(latencies),
             predicted=seen,
+            scored_ms=_percentiles(scored),
         )
         result.samples.append(sample)
         cpu_before, last = cpu, now
@@ -244,20 +254,24 @@ def summarise(result: SoakResult) -> dict[str, Any]:
         for name in after[0].rss_mib
     }
     quarter = max(1, len(after) // 4)
+    quarters = [after[i : i + quarter] for i in range(0, quarter * 4, quarter)]
     p99_by_quarter = [
-        round(_median([s.latency_ms["p99"] for s in after[i : i + quarter] if s.latency_ms]), 1)
-        for i in range(0, quarter * 4, quarter)
+        round(_median([s.latency_ms["p99"] for s in part if s.latency_ms]), 1) for part in quarters
+    ]
+    scored_p99_by_quarter = [
+        round(_median([s.scored_ms["p99"] for s in part if s.scored_ms]), 1) for part in quarters
     ]
     groups = sorted({g for s in after for g in s.lag})
     lag_peak = {g: max(s.lag.get(g, 0) for s in after) for g in groups}
     return {
         "load_began_s": began,
         "rss_growth_after_warm_up": growth,
-        "rss_flat": all(g < RSS_GROWTH_LIMIT for n, g in growth.items() if n not in SERVERS),
-        "rss_judged": sorted(n for n in growth if n not in SERVERS),
+        "rss_flat": all(g < RSS_GROWTH_LIMIT for n, g in growth.items() if n not in NOT_JUDGED),
+        "rss_judged": sorted(n for n in growth if n not in NOT_JUDGED),
         "lag_peak_after_warm_up": lag_peak,
         "lag_at_end": after[-1].lag,
         "p99_ms_median_per_quarter": p99_by_quarter,
+        "scored_p99_ms_median_per_quarter": scored_p99_by_quarter,
         "every_event_predicted_once": result.missing == 0 and result.duplicated == 0,
         "every_event_labelled": result.labelled == result.sent,
         "fallback_share": round(
@@ -291,46 +305,6 @@ def _median(values: list[float]) -> float:
     return ordered[len(ordered) // 2]
 
 
-class _Lags:
-    """Each group's committed offsets against the ends of its topics (no group is joined)."""
-
-    def __init__(self, settings: StackSettings, groups: dict[str, list[str]]) -> None:
-        self._groups = groups
-        self._consumers = {
-            group: Consumer({"bootstrap.servers": settings.bootstrap, "group.id": group})
-            for group in groups
-        }
-
-    def read(self) -> dict[str, int]:
-        """Records behind, per group; a group whose offsets did not come in time is left out
-        of this sample (a soak outlives a slow answer; 25 minutes into the first 60-minute
-        run, one committed-offsets request timed out and ended it)."""
-        found = {}
-        for group, topics in self._groups.items():
-            try:
-                found[group] = self._behind(self._consumers[group], topics)
-            except KafkaException as exc:
-                say(f"soak: the lag of {group} is missing from this sample ({exc})")
-        return found
-
-    @staticmethod
-    def _behind(consumer: Consumer, topics: list[str]) -> int:
-        partitions = [
-            TopicPartition(topic, number)
-            for topic in topics
-            for number in consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ]
-        behind = 0
-        for committed in consumer.committed(partitions, timeout=10):
-            _, end = consumer.get_watermark_offsets(committed, timeout=10)
-            behind += end - max(committed.offset, 0)
-        return behind
-
-    def close(self) -> None:
-        for consumer in self._consumers.values():
-            consumer.close()
-
-
 def write_json(result: SoakResult, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(result), indent=1) + "\n")
@@ -347,7 +321,9 @@ def _panel(sample: Sample, title: str) -> dict[str, float | None]:
         return dict(sample.cpu_percent)
     if title == _PANELS[2]:
         return {k: float(v) for k, v in sample.lag.items()}
-    return {k: sample.latency_ms.get(k) for k in ("p50", "p99")}
+    found = {k: sample.latency_ms.get(k) for k in ("p50", "p99")}
+    found["p99 to predicted_at"] = sample.scored_ms.get("p99")
+    return found
 
 
 def plot(result: SoakResult, path: Path) -> None:

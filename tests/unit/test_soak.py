@@ -13,6 +13,7 @@ def result(
     p99_at: list[float],
     idle: int = 0,
     broker_at: list[float] | None = None,
+    loadgen_at: list[float] | None = None,
 ) -> SoakResult:
     """Samples every 5 s; the first ``idle`` ones before any prediction (the load generator
     still encoding)."""
@@ -25,11 +26,13 @@ def result(
                     "scorer": rss,
                     "featurizer": 100.0,
                     "broker": (broker_at or [400.0] * len(rss_at))[i],
+                    "loadgen": (loadgen_at or [300.0] * len(rss_at))[i],
                 },
                 cpu_percent={"scorer": 20.0, "featurizer": 30.0},
                 lag={"scorer-group": lag},
                 latency_ms={"p50": 20.0, "p95": 40.0, "p99": p99, "max": 90.0},
                 predicted=max(0, 5000 * (i + 1 - idle)),
+                scored_ms={"p50": 10.0, "p95": 20.0, "p99": p99 / 2, "max": 45.0},
             )
         )
     return made
@@ -46,10 +49,13 @@ def test_memory_that_keeps_growing_after_the_warm_up_is_not_flat() -> None:
     assert summary["rss_growth_after_warm_up"]["scorer"] > 0.1
 
 
-def test_the_broker_and_redis_are_recorded_but_not_judged() -> None:
+def test_the_broker_redis_and_the_load_generator_are_recorded_but_not_judged() -> None:
     heap_filling = [400.0 + 10 * i for i in range(22)]
-    summary = summarise(result([100.0] * 22, [0] * 22, [50.0] * 22, broker_at=heap_filling))
+    summary = summarise(
+        result([100.0] * 22, [0] * 22, [50.0] * 22, broker_at=heap_filling, loadgen_at=heap_filling)
+    )
     assert summary["rss_growth_after_warm_up"]["broker"] > 0.1
+    assert summary["rss_growth_after_warm_up"]["loadgen"] > 0.1
     assert summary["rss_flat"] is True and summary["rss_judged"] == ["featurizer", "scorer"]
 
 
@@ -69,6 +75,7 @@ def test_lag_and_p99_are_summarised_after_the_warm_up() -> None:
     summary = summarise(result([100.0] * 22, lags, p99s))
     assert summary["lag_peak_after_warm_up"] == {"scorer-group": 20}
     assert summary["p99_ms_median_per_quarter"] == [30.0, 30.0, 60.0, 60.0]
+    assert summary["scored_p99_ms_median_per_quarter"] == [15.0, 15.0, 30.0, 30.0]
     assert summary["every_event_predicted_once"] is True
     served = result([100.0] * 22, lags, p99s)
     served.served_by = {"champion": 1990, "fallback": 10}
