@@ -369,14 +369,6 @@ def test_redis_stopped_for_10_s_mid_stream_loses_no_prediction_and_no_feature_ro
         time.sleep(1.0)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "issue 17, open: under a full suite's load a restart mid-transaction has lost a few "
-        "events (20 of 20,000 once, 33 once) after both the featurizer's and the scorer's "
-        "commits went unanswered for 30 s; the cause is not found. Passed alone in 15 loops."
-    ),
-    strict=False,
-)
 def test_the_kafka_node_restarted_mid_stream_loses_and_doubles_no_prediction(
     faults: Faults,
 ) -> None:
