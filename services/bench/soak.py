@@ -7,9 +7,9 @@ later. Every ``sample_s`` seconds this records, for each process (broker,
 Redis, the services, the load generator): resident memory (RSS) and CPU; each consumer group's
 lag (records behind the end of its topics); and the latency percentiles of the predictions that
 arrived since the last sample: event time to a read_committed reader's receipt, and event time
-to the scorer's ``predicted_at`` stamp (which side of the scorer's commit a change is on). At the end every event is
-accounted for (predicted once, more than once, or missing; joined with its outcome by the
-monitor), and the summary says whether memory
+to the scorer's ``predicted_at`` stamp (which side of the scorer's commit a change is on). At
+the end every event is accounted for (predicted once, more than once, or missing; joined with
+its outcome by the monitor), and the summary says whether memory
 stayed flat after the warm-up (under ``RSS_GROWTH_LIMIT``), the lag stayed bounded and p99 stable.
 """
 

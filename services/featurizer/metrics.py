@@ -101,6 +101,7 @@ class FeaturizerMetrics:
             recoveries=make.counter(
                 names.FEATURIZER_RECOVERIES,
                 "Micro-batches whose transaction failed (a broker or coordinator lost): the "
-                "featurizer resumed from the last commit with a new consumer and rebuilt its state, without a restart",
+                "featurizer resumed from the last commit with a new consumer and rebuilt its "
+                "state, without a restart",
             ),
         )

@@ -92,6 +92,7 @@ class ScorerMetrics:
             recoveries=per_domain.counter(
                 names.SCORER_RECOVERIES,
                 "Micro-batches whose transaction failed (a broker or coordinator lost): the "
-                "scorer resumed from the last commit with a new consumer and scored them again, without a restart",
+                "scorer resumed from the last commit with a new consumer and scored them "
+                "again, without a restart",
             ),
         )

@@ -450,8 +450,8 @@ def test_transactions_the_broker_refuses_are_recovered_from_without_a_restart(
 ) -> None:
     """While the features topic refuses every record (as a lost partition leader would), each
     batch's transaction fails; the featurizer resumes from the last commit with a new consumer,
-    restores its windows as of it, and tries again, in the same process. Once the topic takes records again every
-    vector is there once, with the values of an uninterrupted run."""
+    restores its windows as of it, and tries again, in the same process. Once the topic takes
+    records again every vector is there once, with the values of an uninterrupted run."""
     scenario = Scenario(stack, seed=23)
     first, rest = scenario.events[: EVENTS // 3], scenario.events[EVENTS // 3 :]
     port = free_port()
