@@ -151,6 +151,10 @@ class ConceptDrift:
     cooldown_pairs: int = 2_000
     # Event times of the latest pairs kept per version, to place a change point.
     recent_pairs: int = 20_000
+    # A rise still there this long (event time) after its alarm asks for retraining once more:
+    # a detector sees a change, not a level, and a first retrain that came too early to learn
+    # the new concept (its gate failed) would otherwise leave the drift unanswered for good.
+    persists_for: timedelta = timedelta(minutes=5)
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:

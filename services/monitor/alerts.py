@@ -66,10 +66,15 @@ class AlertPublisher:
                 before + f"{alarm.error_rate_after:.3f}",
             )
             return alert
+        seen = (
+            f"the error rate is still {before}{alarm.error_rate_after:.3f} "
+            f"{self._domain.monitoring.concept.persists_for} after its alarm (persistent)"
+            if alarm.persistent
+            else f"{alarm.detector} saw the error rate go {before}{alarm.error_rate_after:.3f}"
+        )
         self._request(
             alarm.model_version,
-            f"concept drift on {alarm.model_version} ({alarm.served_by}): "
-            f"{alarm.detector} saw the error rate go {before}{alarm.error_rate_after:.3f}",
+            f"concept drift on {alarm.model_version} ({alarm.served_by}): {seen}",
             alert["alert_id"],
             alarm.change_point_ms,
         )

@@ -7,7 +7,12 @@ Page-Hinkley when the domain declares so. A detection raises one alarm, and a fr
 reads on from there; for ``cooldown_pairs`` more pairs its alarms are held (hysteresis: one
 drift, one alarm, not a storm). A change it finds meanwhile that began after the alarm was
 raised, or goes the other way (a rise soon after a fall), is another drift: it is raised when
-the hold ends, not lost. river's ADWIN forgets everything at a detection, so the fresh detector
+the hold ends, not lost. A rise whose error rate is still closer to its after than its before
+``persists_for`` (event time) after its alarm (or when the hold ends, if later) is raised once
+more, as persistent: a detector
+sees changes, not levels, and a drift that stays gives it nothing more to see, so a first
+retrain too early to learn the new concept would otherwise be the last. river's ADWIN forgets
+everything at a detection, so the fresh detector
 first reads the pairs ADWIN kept after its cut. The change point, where ADWIN knows it, is the
 event time of the pair where the error rate most likely changed (the CUSUM split of the window
 ADWIN kept and as much before it): from there on, the data reflect the new concept.
@@ -17,7 +22,7 @@ Pure logic: the monitor feeds it pairs and publishes what it returns.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from river import drift
@@ -38,6 +43,10 @@ class Alarm:
     error_rate_after: float  # over the pairs since the change point (ADWIN) or the last ones
     pairs_seen: int  # pairs of this version the detector had read when it fired
     change_point_ms: int | None
+    # Not a detection: the rise of an earlier alarm, still there ``persists_for`` later. Its
+    # change point is where it was found still there: the data from there on are the new
+    # concept's, and newer than anything a retrain asked for by the first alarm learned from.
+    persistent: bool = False
 
     @property
     def worse(self) -> bool:
@@ -64,6 +73,8 @@ class _Watched:
         self.seen = 0
         self.errors = 0
         self.recent: deque[tuple[int, int]] = deque(maxlen=declared.recent_pairs)
+        self.rise: Alarm | None = None  # the last rise raised, until its persistence is judged
+        self.rise_judged_at_ms = 0
 
 
 class ConceptWatch:
@@ -96,7 +107,35 @@ class ConceptWatch:
         if alarm is not None:
             watched.quiet_until = watched.seen + self._declared.cooldown_pairs
             watched.last_worse, watched.last_raised_ms = alarm.worse, event_time_ms
-        return alarm
+            watched.rise = alarm if alarm.worse else None
+            watched.rise_judged_at_ms = event_time_ms + int(
+                self._declared.persists_for.total_seconds() * 1000
+            )
+            return alarm
+        return self._persisting(watched, event_time_ms)
+
+    @staticmethod
+    def _persisting(watched: _Watched, event_time_ms: int) -> Alarm | None:
+        """The last rise, raised again once if its error rate is still up ``persists_for``
+        after it: over the pairs since it was raised, nearer its after than its before."""
+        rise = watched.rise
+        if rise is None or event_time_ms < watched.rise_judged_at_ms:
+            return None
+        watched.rise = None
+        since = [e for t, e in watched.recent if t >= watched.last_raised_ms]
+        if not since:
+            return None
+        rate = sum(since) / len(since)
+        before = rise.error_rate_before or 0.0
+        if rate <= (before + rise.error_rate_after) / 2:
+            return None
+        return replace(
+            rise,
+            error_rate_after=rate,
+            pairs_seen=watched.seen,
+            change_point_ms=event_time_ms,
+            persistent=True,
+        )
 
     @staticmethod
     def _another_drift(alarm: Alarm, watched: _Watched) -> bool:

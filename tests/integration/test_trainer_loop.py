@@ -99,6 +99,14 @@ def write_loop_domain(features: Path, schemas: Path) -> None:
     declared = 'retraining=Retraining(golden_set="golden/payments/v1")'
     assert declared in text
     text = text.replace('name="payments"', 'name="loop"').replace("payments-fraud", MODEL)
+    # A concept drift still there 30 s after its alarm asks again: the first retrain may come
+    # too early to learn the new pattern, and the loop must not wait on a detector that sees
+    # changes, not levels.
+    monitoring = "monitoring=Monitoring("
+    assert monitoring in text
+    text = text.replace(
+        monitoring, f"{monitoring}concept=ConceptDrift(persists_for=timedelta(seconds=30)), "
+    ).replace("    Monitoring,\n", "    ConceptDrift,\n    Monitoring,\n")
     (features / "domains" / "loop.py").write_text(
         text.replace(declared, f"retraining={RETRAINING}")
     )

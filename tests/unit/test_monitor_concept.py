@@ -4,6 +4,7 @@ early as river's own detector on the same stream; and the generator's injected d
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -22,9 +23,11 @@ def errors(rng: random.Random, n: int, rate: float) -> list[bool]:
 
 
 def alarms(watch: ConceptWatch, stream: list[bool]) -> list[int]:
+    """Where the detector alarmed (a rise raised again as persistent is not a detection)."""
     found = []
     for i, error in enumerate(stream):
-        if watch.add("1", "champion", error, 1_000 * i) is not None:
+        alarm = watch.add("1", "champion", error, 1_000 * i)
+        if alarm is not None and not alarm.persistent:
             found.append(i)
     return found
 
@@ -151,3 +154,37 @@ def test_a_second_rise_that_began_during_the_hold_is_raised_when_it_ends() -> No
     assert first_at < 5_500 and second_at == first_at + 2_000  # held, then raised
     assert second.change_point_ms is not None and second.change_point_ms > first_at
     assert second.error_rate_after > 0.2
+
+
+def test_a_rise_still_there_after_persists_for_is_raised_once_more_as_persistent() -> None:
+    """A detector sees changes, not levels: after its alarm a drift that stays gives it nothing
+    more. Still up five minutes (event time, a pair a second here) later, the rise is raised
+    again, once, so a retrain that came too early to learn it is not the last."""
+    rng = random.Random(10)
+    stream = errors(rng, 5_000, STATIONARY_RATE) + errors(rng, 3_000, 0.35)
+    watch = ConceptWatch(ConceptDrift(cooldown_pairs=100, persists_for=timedelta(minutes=5)))
+    found = [
+        (i, a) for i, e in enumerate(stream) if (a := watch.add("1", "champion", e, 1_000 * i))
+    ]
+    assert [a.persistent for _, a in found] == [False, True], found
+    (first_at, first), (again_at, again) = found
+    assert again_at == first_at + 300  # persists_for after the alarm, in event time
+    held = ConceptWatch(ConceptDrift(cooldown_pairs=2_000, persists_for=timedelta(minutes=5)))
+    at = [i for i, e in enumerate(stream) if held.add("1", "champion", e, 1_000 * i)]
+    assert at == [first_at, first_at + 2_000]  # or when the hold ends, if that is later
+    assert again.worse and again.error_rate_after == pytest.approx(0.35, abs=0.05)
+    assert again.error_rate_before == first.error_rate_before
+    assert again.change_point_ms == 1_000 * again_at  # where it was found still there
+
+
+def test_a_rise_that_went_away_is_not_raised_again() -> None:
+    rng = random.Random(11)
+    stream = (
+        errors(rng, 5_000, STATIONARY_RATE)
+        + errors(rng, 200, 0.5)
+        + errors(rng, 3_000, STATIONARY_RATE)
+    )
+    watch = ConceptWatch(ConceptDrift(persists_for=timedelta(minutes=5)))
+    found = [a for i, e in enumerate(stream) if (a := watch.add("1", "champion", e, 1_000 * i))]
+    assert found and found[0].worse
+    assert not any(a.persistent for a in found), found
