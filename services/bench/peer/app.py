@@ -101,7 +101,25 @@ def build_app(settings: ScorerSettings, config: PeerConfig) -> PeerApp:
     _features_agent(stage, domain, Counters(app, domain), store)
     scorer = Scorer(domain, store, config, settings)
     _score_agent(stage, domain, scorer, codecs.for_topic(domain.topics.predictions))
+    create_topics(settings, _changelogs(app, partitions))
     return app
+
+
+def _changelogs(app: PeerApp, partitions: int) -> list[TopicSpec]:
+    """The tables' changelog topics, made before faust starts, as faust would make them. faust
+    creates them itself at start-up, but in one full test run a table checked its changelog
+    before the new topic was in the worker's metadata ("has 0 partitions"), its agent crashed
+    with PartitionsMismatch at each restart, and the peer predicted nothing."""
+    specs = []
+    for table in app.tables.values():
+        topic = table.changelog_topic
+        flags = (("compact", topic.compacting), ("delete", topic.deleting))
+        policy = ",".join(name for name, on in flags if on)
+        config = {"cleanup.policy": policy} if policy else {}
+        if topic.retention:
+            config["retention.ms"] = str(int(float(topic.retention) * 1000))
+        specs.append(TopicSpec(topic.get_topic_name(), partitions, config))
+    return specs
 
 
 @dataclass(frozen=True)
