@@ -9,10 +9,9 @@ drift, one alarm, not a storm). A change it finds meanwhile that began after the
 raised, or goes the other way (a rise soon after a fall), is another drift: it is raised when
 the hold ends, not lost. A rise whose error rate is still closer to its after than its before
 ``persists_for`` (event time) after its alarm (or when the hold ends, if later) is raised once
-more, as persistent: a detector
-sees changes, not levels, and a drift that stays gives it nothing more to see, so a first
-retrain too early to learn the new concept would otherwise be the last. river's ADWIN forgets
-everything at a detection, so the fresh detector
+more, as persistent: a detector sees changes, not levels, and a drift that stays gives it
+nothing more to see, so a first retrain too early to learn the new concept would otherwise be
+the last. river's ADWIN forgets everything at a detection, so the fresh detector
 first reads the pairs ADWIN kept after its cut. The change point, where ADWIN knows it, is the
 event time of the pair where the error rate most likely changed (the CUSUM split of the window
 ADWIN kept and as much before it): from there on, the data reflect the new concept.
@@ -74,7 +73,6 @@ class _Watched:
         self.errors = 0
         self.recent: deque[tuple[int, int]] = deque(maxlen=declared.recent_pairs)
         self.rise: Alarm | None = None  # the last rise raised, until its persistence is judged
-        self.rise_judged_at_ms = 0
 
 
 class ConceptWatch:
@@ -108,18 +106,17 @@ class ConceptWatch:
             watched.quiet_until = watched.seen + self._declared.cooldown_pairs
             watched.last_worse, watched.last_raised_ms = alarm.worse, event_time_ms
             watched.rise = alarm if alarm.worse else None
-            watched.rise_judged_at_ms = event_time_ms + int(
-                self._declared.persists_for.total_seconds() * 1000
-            )
             return alarm
         return self._persisting(watched, event_time_ms)
 
-    @staticmethod
-    def _persisting(watched: _Watched, event_time_ms: int) -> Alarm | None:
+    def _persisting(self, watched: _Watched, event_time_ms: int) -> Alarm | None:
         """The last rise, raised again once if its error rate is still up ``persists_for``
         after it: over the pairs since it was raised, nearer its after than its before."""
         rise = watched.rise
-        if rise is None or event_time_ms < watched.rise_judged_at_ms:
+        if rise is None:
+            return None
+        persists_for_ms = int(self._declared.persists_for.total_seconds() * 1000)
+        if event_time_ms < watched.last_raised_ms + persists_for_ms:
             return None
         watched.rise = None
         since = [e for t, e in watched.recent if t >= watched.last_raised_ms]
